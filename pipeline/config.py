@@ -1,0 +1,136 @@
+"""Typed configuration: ``params.yaml`` sections become frozen dataclasses, validated on load.
+
+Stage scripts read params with :func:`load_params` and pass these objects to plain library
+functions; the library itself never reads ``params.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+def from_mapping(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
+    """Build dataclass ``cls`` from ``values``; unknown keys are an error naming ``where``."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                         f"expected some of {', '.join(sorted(known))}")
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise ValueError(f"{where}: {error}") from error
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """A folder of videos, optionally labelled; ``folds`` > 1 also persists k-fold assignment."""
+
+    videos: str
+    labels: str | None = None
+    folds: int = 0
+
+    def __post_init__(self) -> None:
+        if self.folds == 1 or self.folds < 0:
+            raise ValueError(f"folds must be 0 (none) or >= 2, got {self.folds}")
+
+    @property
+    def videos_path(self) -> Path:
+        return Path(self.videos)
+
+    @property
+    def labels_path(self) -> Path | None:
+        return Path(self.labels) if self.labels else None
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Frame sampling and shard encoding (see :mod:`pipeline.sampling` for the rule)."""
+
+    rate: float = 3.0
+    max_frames: int | None = None
+    short_side: int | None = None
+    jpeg_quality: int = 95
+    min_frames: int = 1
+    workers: int = 2
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0:
+            raise ValueError(f"decode.rate must be positive, got {self.rate}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"decode.jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"decode.max_frames must be >= 1 or null, got {self.max_frames}")
+        if self.short_side is not None and self.short_side < 8:
+            raise ValueError(f"decode.short_side must be >= 8 or null, got {self.short_side}")
+        if self.min_frames < 1:
+            raise ValueError(f"decode.min_frames must be >= 1, got {self.min_frames}")
+        if self.workers < 1:
+            raise ValueError(f"decode.workers must be >= 1, got {self.workers}")
+
+    def cache_fields(self) -> dict[str, Any]:
+        """The fields that change a shard or a status (workers and strict do not)."""
+        return {"rate": self.rate, "max_frames": self.max_frames, "short_side": self.short_side,
+                "jpeg_quality": self.jpeg_quality, "min_frames": self.min_frames}
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Video-level train/val split (grouped, stratified) and k-fold seed."""
+
+    seed: int = 0
+    val_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"split.val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """The embedded synthetic lung-ultrasound sample (see :mod:`pipeline.synthetic`)."""
+
+    seed: int = 0
+    pretrain_videos: int = 36
+    downstream_videos: int = 45
+    output: str = "data/sample"
+
+
+@dataclass(frozen=True)
+class Params:
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    data: dict[str, DatasetConfig] = field(default_factory=dict)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def dataset(self, name: str) -> DatasetConfig:
+        if name not in self.data:
+            raise KeyError(f"no dataset {name!r} under data: in params (have: "
+                           f"{', '.join(self.data) or 'none'})")
+        return self.data[name]
+
+
+SECTIONS = {"sample": SampleConfig, "decode": DecodeConfig, "split": SplitConfig}
+
+
+def parse_params(raw: dict[str, Any], where: str = "params.yaml") -> Params:
+    """Validate the sections this package knows; other sections are left to later stages."""
+    sections = {name: from_mapping(cls, raw.get(name), f"{where}: {name}")
+                for name, cls in SECTIONS.items()}
+    data = {name: from_mapping(DatasetConfig, values, f"{where}: data.{name}")
+            for name, values in (raw.get("data") or {}).items()}
+    return Params(data=data, **sections)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    with open(path, encoding="utf-8") as handle:
+        return parse_params(yaml.safe_load(handle) or {}, str(path))

@@ -1,0 +1,102 @@
+"""Presentation-time frame sampling: keep ``n`` frames per second of video.
+
+The rule (the one the decode stage applies, documented in the README):
+
+* A frame's time is ``t = (pts - pts_first) * time_base`` in exact rational seconds, relative to
+  the first decoded frame (streams that do not start at 0, e.g. MPEG-PS at 0.54 s, start at t = 0).
+* Time is cut into slots of ``1/n`` s: slot ``k`` is ``[k/n, (k+1)/n)``, i.e. ``k = floor(n * t)``.
+* The first decoded frame (in presentation order) that falls into a slot not yet used is kept;
+  every later frame of that slot is dropped. A slot is never reopened: a frame whose slot is not
+  above the last kept slot (late or non-monotonic pts) is dropped.
+* Slots with no frame (gaps longer than ``1/n`` s in variable-frame-rate video) stay empty: unlike
+  ffmpeg's ``fps`` filter, frames are never duplicated.
+* A frame without pts is placed one nominal frame interval after the previous frame (or at 0 for
+  the first frame); the nominal interval is ``1/rate`` with the stream's guessed frame rate.
+
+A clip whose frames span ``T`` seconds with frame rate ``>= n`` therefore keeps
+``floor(n * T) + 1`` frames. :func:`ffmpeg_fps_frame_count` documents what ``ffmpeg -vf fps=n``
+outputs for the same clip, for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+
+DEFAULT_FRAME_INTERVAL = Fraction(1, 25)
+
+
+class SlotSampler:
+    """Streaming form of the rule: offer each decoded frame, get its time if it is kept.
+
+    Args:
+        rate: frames to keep per second (``n``), a positive number.
+        fallback_interval: time between frames assumed for frames without pts.
+    """
+
+    def __init__(self, rate: float | Fraction, fallback_interval: Fraction | None = None) -> None:
+        rate = Fraction(rate).limit_denominator(1_000_000)
+        if rate <= 0:
+            raise ValueError(f"sampling rate must be positive, got {rate}")
+        self.rate = rate
+        self.fallback_interval = fallback_interval or DEFAULT_FRAME_INTERVAL
+        self._first: Fraction | None = None
+        self._previous: Fraction | None = None
+        self._last_slot = -1
+
+    @property
+    def last_time(self) -> Fraction | None:
+        """Relative time of the last frame offered (kept or not)."""
+        return self._previous
+
+    def time_of(self, seconds: Fraction | None) -> Fraction:
+        """Relative time of a frame given its absolute time in seconds (None = no pts)."""
+        expected = (Fraction(0) if self._previous is None
+                    else self._previous + self.fallback_interval)
+        if seconds is None:
+            return expected
+        if self._first is None:
+            self._first = seconds - expected
+        return seconds - self._first
+
+    def offer(self, seconds: Fraction | None) -> Fraction | None:
+        """Return the frame's relative time if the frame is kept, else None."""
+        t = self.time_of(seconds)
+        self._previous = t
+        slot = math.floor(t * self.rate)
+        if slot <= self._last_slot:
+            return None
+        self._last_slot = slot
+        return t
+
+
+def kept_indices(times: Sequence[Fraction | float | None], rate: float | Fraction = 3,
+                 fallback_interval: Fraction | None = None) -> list[int]:
+    """Indices of the frames kept from absolute frame times (seconds, ``None`` = missing pts)."""
+    sampler = SlotSampler(rate, fallback_interval)
+    return [i for i, s in enumerate(times)
+            if sampler.offer(None if s is None else Fraction(s)) is not None]
+
+
+def _round_half_away(x: Fraction) -> int:
+    return math.floor(x + Fraction(1, 2)) if x >= 0 else -math.floor(-x + Fraction(1, 2))
+
+
+def ffmpeg_fps_frame_count(times: Iterable[Fraction | float], last_duration: Fraction | float,
+                           rate: float | Fraction = 3) -> int:
+    """Frames ``ffmpeg -vf fps=rate`` outputs for frames at ``times`` (absolute seconds).
+
+    The fps filter (libavfilter/vf_fps.c, default ``round=near``, ``eof_action=round``) maps every
+    input time to the output grid ``1/rate`` with round-half-away-from-zero, starts at the first
+    frame's rounded slot, emits exactly one frame per grid slot (duplicating or dropping input
+    frames) and stops at the rounded end time ``t_last + last_duration``. So it outputs
+    ``round(rate * (t_last + d)) - round(rate * t_first)`` frames. Our rule keeps
+    ``floor(rate * (t_last - t_first)) + 1`` for gap-free video: equal, or one more.
+    """
+    rate = Fraction(rate).limit_denominator(1_000_000)
+    values = [Fraction(t) for t in times]
+    if not values:
+        return 0
+    end = max(values) + Fraction(last_duration)
+    return max(0, _round_half_away(rate * end) - _round_half_away(rate * min(values)))

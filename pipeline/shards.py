@@ -1,0 +1,101 @@
+"""Per-video WebDataset shards: one tar per video, one sample per kept frame.
+
+Sample key: ``<video_id>/<kept:06d>`` (no dots, so WebDataset's key split is safe); members
+``<key>.jpg`` (the frame) and ``<key>.json`` (video id, frame index, timestamp, pts). Tars are
+written under a temporary name and renamed, with fixed member mtimes, so a shard is either
+complete or absent and the same input gives the same bytes. The byte offset and size of every
+member are recorded so a loader can read one frame with one ``seek`` + ``read``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import webdataset as wds
+
+from pipeline.atomic import atomic_path
+from pipeline.video import SampledFrame
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """Where one kept frame lives; one row of ``frames.parquet``."""
+
+    video_id: str
+    kept_index: int
+    frame_index: int
+    timestamp_s: float
+    pts: int | None
+    member: str
+    offset: int
+    size: int
+    width: int
+    height: int
+    sha256: str
+
+
+def frame_key(video_id: str, kept_index: int) -> str:
+    return f"{video_id}/{kept_index:06d}"
+
+
+def encode_jpeg(frame: SampledFrame, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    frame.image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def write_video_shard(path: Path, video_id: str, frames: Iterable[SampledFrame],
+                      jpeg_quality: int = 95) -> list[FrameRecord]:
+    """Stream ``frames`` into the tar at ``path`` (atomically) and return one record per frame.
+
+    Nothing is written at ``path`` if iterating ``frames`` raises.
+    """
+    pending = []
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        writer = wds.TarWriter(handle, mtime=0, user="uspipe", group="uspipe")
+        for kept_index, frame in enumerate(frames):
+            jpeg = encode_jpeg(frame, jpeg_quality)
+            writer.write({
+                "__key__": frame_key(video_id, kept_index),
+                "jpg": jpeg,
+                "json": {
+                    "video_id": video_id,
+                    "kept_index": kept_index,
+                    "frame_index": frame.frame_index,
+                    "timestamp_s": float(frame.timestamp),
+                    "pts": frame.pts,
+                },
+            })
+            pending.append((frame, hashlib.sha256(jpeg).hexdigest()))
+        writer.close()
+    members = member_offsets(path)
+    records = []
+    for kept_index, (frame, digest) in enumerate(pending):
+        member = frame_key(video_id, kept_index) + ".jpg"
+        offset, size = members[member]
+        records.append(FrameRecord(
+            video_id=video_id, kept_index=kept_index, frame_index=frame.frame_index,
+            timestamp_s=float(frame.timestamp), pts=frame.pts, member=member, offset=offset,
+            size=size, width=frame.image.width, height=frame.image.height, sha256=digest))
+    return records
+
+
+def member_offsets(path: Path) -> dict[str, tuple[int, int]]:
+    """``{member name: (data offset, size)}`` read from the tar headers (data is not read)."""
+    with tarfile.open(path, "r:") as archive:
+        return {info.name: (info.offset_data, info.size) for info in archive.getmembers()}
+
+
+def read_member(path: Path, offset: int, size: int) -> bytes:
+    """The bytes of one member, read by offset without scanning the tar."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(size)
+    if len(data) != size:
+        raise OSError(f"{path}: short read at offset {offset} ({len(data)} of {size} bytes)")
+    return data

@@ -20,6 +20,7 @@ from fractions import Fraction
 from multiprocessing import get_context
 from pathlib import Path
 
+import pandas as pd
 from tqdm import tqdm
 
 from pipeline.atomic import remove_stale_temporaries, write_json
@@ -153,6 +154,9 @@ class IngestSummary:
     @property
     def failures(self) -> list[VideoResult]:
         return [result for result in self.results if not result.ok]
+
+    def as_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([result.video for result in self.results])
 
 
 def _remove_stale(shard_dir: Path, keep_ids: set[str]) -> int:

@@ -1,0 +1,30 @@
+"""Stage decode@<dataset>: videos -> per-video WebDataset shards + Parquet manifests."""
+
+import sys
+from pathlib import Path
+
+import typer
+
+from pipeline.config import load_params
+from pipeline.console import console, failures_table
+from pipeline.ingest import ingest
+
+
+def main(dataset: str, out: Path = Path("data")) -> None:
+    params = load_params()
+    config, source = params.decode, params.dataset(dataset)
+    summary = ingest(source.videos_path, source.labels_path, out / dataset, config)
+    counts = ", ".join(f"{count} {status}" for status, count in sorted(summary.counts.items()))
+    console.print(f"decode@{dataset}: {len(summary.results)} videos ({counts}); "
+                  f"decoded {summary.decoded}, reused {summary.reused}, removed {summary.removed}")
+    if summary.failures:
+        console.print(failures_table(summary.as_frame()))
+    ok = summary.counts.get("ok", 0)
+    if ok == 0:
+        sys.exit(f"decode@{dataset}: no video decoded")
+    if config.strict and summary.failures:
+        sys.exit(f"decode@{dataset}: {len(summary.failures)} video(s) failed and decode.strict is set")
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,24 @@
+"""Stage split@<dataset>: seeded grouped stratified train/val split (+ k folds) of decoded videos."""
+
+from pathlib import Path
+
+import typer
+
+from pipeline.atomic import write_text
+from pipeline.config import load_params
+from pipeline.manifest import load_manifest
+from pipeline.splits import split_table
+
+
+def main(dataset: str, out: Path = Path("data")) -> None:
+    params = load_params()
+    manifest = load_manifest(out / dataset)
+    table = split_table(manifest.videos, params.split.val_fraction, params.split.seed,
+                        params.dataset(dataset).folds)
+    write_text(out / dataset / "split.csv", table.to_csv(index=False))
+    print(f"split@{dataset}: {table['split'].value_counts().to_dict()} videos"
+          + (f", {table['fold'].nunique()} folds" if "fold" in table else ""))
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,149 @@
+"""``uspipe``: inspect decoded datasets (summary, one video, contact sheet, verify, errors)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.table import Table
+
+from pipeline.console import console, counts_table, failures_table
+from pipeline.inspection import contact_sheet, dataset_summary, save_image, verify, video_details
+from pipeline.manifest import Manifest, load_manifest
+
+app = typer.Typer(help="Inspect uspipe datasets (decoded shards + Parquet manifests).",
+                  no_args_is_help=True, add_completion=False)
+
+DatasetOption = Annotated[str, typer.Option(
+    "--dataset", "-d",
+    help="Dataset name (resolved under --data-root) or a folder holding videos.parquet.")]
+DataRootOption = Annotated[Path, typer.Option(help="Where the pipeline writes datasets.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _open(dataset: str, data_root: Path) -> Manifest:
+    folder = data_root / dataset if (data_root / dataset).is_dir() else Path(dataset)
+    try:
+        return load_manifest(folder)
+    except FileNotFoundError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+
+
+def _video_or_exit(manifest: Manifest, video_id: str) -> None:
+    if video_id in set(manifest.videos["video_id"]):
+        return
+    close = difflib.get_close_matches(video_id, manifest.videos["video_id"].tolist(), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    console.print(f"[red]error:[/red] unknown video id {video_id!r} in {manifest.root}{hint}")
+    raise typer.Exit(2)
+
+
+def _print_json(payload: object) -> None:
+    print(json.dumps(payload, indent=2, default=str))
+
+
+@app.command()
+def summary(dataset: DatasetOption = "pretrain", data_root: DataRootOption = Path("data"),
+            as_json: JsonOption = False) -> None:
+    """Counts by label/probe/status, frames, fps and duration distributions."""
+    info = dataset_summary(_open(dataset, data_root))
+    if as_json:
+        _print_json(info)
+        return
+    console.print(f"[bold]{info['dataset']}[/bold]: {info['videos']} videos "
+                  f"({info['ok']} ok, {info['failed']} failed), {info['frames']} frames, "
+                  f"{info['groups']} groups")
+    for key in ("by_status", "by_label", "by_probe", "by_container"):
+        if info[key]:
+            console.print(counts_table(key.removeprefix("by_"), _series(info[key], key)))
+    stats = Table(title="distributions (ok videos)")
+    for column in ("", "min", "median", "mean", "max"):
+        stats.add_column(column, justify="right")
+    for key in ("fps", "duration_s", "kept_frames_per_video"):
+        values = info[key]
+        stats.add_row(key, *("-" if values[s] is None else f"{values[s]:.2f}"
+                             for s in ("min", "median", "mean", "max")))
+    console.print(stats)
+
+
+def _series(counts: dict[str, int], name: str) -> pd.Series:
+    series = pd.Series(counts)
+    series.index.name = name.removeprefix("by_")
+    return series
+
+
+@app.command()
+def video(video_id: str, dataset: DatasetOption = "pretrain",
+          data_root: DataRootOption = Path("data"), as_json: JsonOption = False) -> None:
+    """Metadata of one video and the timestamps of its kept frames."""
+    manifest = _open(dataset, data_root)
+    _video_or_exit(manifest, video_id)
+    details = video_details(manifest, video_id)
+    if as_json:
+        _print_json(details)
+        return
+    table = Table(title=video_id, show_header=False)
+    for key, value in details.items():
+        if key not in ("kept_timestamps_s", "kept_frame_indices"):
+            table.add_row(key, "" if value is None else str(value))
+    console.print(table)
+    times = ", ".join(f"{t:.3f}" for t in details["kept_timestamps_s"])
+    console.print(f"kept timestamps (s): {times or '(none)'}")
+
+
+@app.command()
+def sheet(video_id: str,
+          output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write.")],
+          dataset: DatasetOption = "pretrain", data_root: DataRootOption = Path("data"),
+          columns: int = 6, width: int = 200) -> None:
+    """Contact sheet (PNG) of a video's kept frames."""
+    manifest = _open(dataset, data_root)
+    _video_or_exit(manifest, video_id)
+    try:
+        image = contact_sheet(manifest, video_id, columns, width)
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    save_image(image, output)
+    console.print(f"wrote {output} ({image.width}x{image.height})")
+
+
+@app.command(name="verify")
+def verify_command(dataset: DatasetOption = "pretrain", data_root: DataRootOption = Path("data"),
+                   as_json: JsonOption = False) -> None:
+    """Re-hash every shard member against the manifest; exit 1 on any mismatch."""
+    checked, problems = verify(_open(dataset, data_root))
+    if as_json:
+        _print_json({"checked": checked, "mismatches": [p.__dict__ for p in problems]})
+    else:
+        for problem in problems:
+            console.print(f"[red]mismatch[/red] {problem.video_id} {problem.member}: "
+                          f"{problem.problem}")
+        console.print(f"verified {checked} frames: "
+                      + ("[green]all match[/green]" if not problems
+                         else f"[red]{len(problems)} problem(s)[/red]"))
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def errors(dataset: DatasetOption = "pretrain", data_root: DataRootOption = Path("data"),
+           as_json: JsonOption = False) -> None:
+    """Videos that failed to decode, and why."""
+    videos = _open(dataset, data_root).videos
+    failed = videos[videos["status"] != "ok"]
+    if as_json:
+        _print_json(failed[["video_id", "source_path", "status", "error"]].to_dict("records"))
+    elif failed.empty:
+        console.print("no failed videos")
+    else:
+        console.print(failures_table(videos))
+
+
+if __name__ == "__main__":
+    app()

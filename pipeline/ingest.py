@@ -33,6 +33,7 @@ from pipeline.video import DecodeError, VideoDecoder
 
 FORMAT_VERSION = 1  # bump when shard or receipt contents change for the same params
 RECEIPT_SUFFIX = ".receipt.json"
+TRUNCATED_FRACTION = 0.9  # decoded span below this share of the declared duration = truncated
 
 
 @dataclass(frozen=True)
@@ -92,16 +93,15 @@ def decode_video(task: DecodeTask) -> VideoResult:
             info = decoder.info
             probe = dict(container=info.container, codec=info.codec, width=info.width,
                          height=info.height, fps=info.nominal_fps,
-                         duration_s=info.header_duration_s)
+                         duration_s=info.stream_duration_s or info.container_duration_s)
             records = write_video_shard(
                 shard, task.video_id,
                 decoder.sample(config.rate, config.max_frames, config.short_side),
                 config.jpeg_quality)
-            complete = not config.max_frames or len(records) < config.max_frames
-            if complete and decoder.last_timestamp is not None:
-                interval = Fraction(1) / Fraction(info.nominal_fps) if info.nominal_fps else 0
-                probe["duration_s"] = float(decoder.last_timestamp + interval)
             probe.update(decoded_frames=decoder.decoded_frames, kept_frames=len(records))
+            if not config.max_frames or len(records) < config.max_frames:  # decoded to the end
+                probe["duration_s"] = _decoded_duration(decoder)
+                _check_not_truncated(probe["duration_s"], info.stream_duration_s)
         if len(records) < config.min_frames:
             raise DecodeError("too_short", f"kept {len(records)} frame(s) at {config.rate:g} fps, "
                                            f"fewer than decode.min_frames={config.min_frames}")
@@ -119,6 +119,21 @@ def decode_video(task: DecodeTask) -> VideoResult:
     write_json(task.shard_dir / f"{task.video_id}{RECEIPT_SUFFIX}",
                {"cache_key": task.cache_key, "video": result.video, "frames": result.frames})
     return result
+
+
+def _decoded_duration(decoder: VideoDecoder) -> float | None:
+    """Time of the last decoded frame plus one nominal frame interval."""
+    if decoder.last_timestamp is None:
+        return None
+    fps = decoder.info.nominal_fps
+    return float(decoder.last_timestamp + (Fraction(1) / Fraction(fps) if fps else 0))
+
+
+def _check_not_truncated(decoded_s: float | None, declared_s: float | None) -> None:
+    """A stream that ends well before the duration its header declares was cut short."""
+    if decoded_s is not None and declared_s and decoded_s < TRUNCATED_FRACTION * declared_s:
+        raise DecodeError("truncated", f"decoded {decoded_s:.2f} s of the {declared_s:.2f} s "
+                                       "the stream header declares: file cut short?")
 
 
 def _cached_result(task: DecodeTask) -> VideoResult | None:

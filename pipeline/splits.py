@@ -24,7 +24,7 @@ def _groups(videos: pd.DataFrame) -> pd.Series:
 
 def _labels(videos: pd.DataFrame) -> pd.Series:
     label = videos["label"] if "label" in videos.columns else pd.Series(None, index=videos.index)
-    return label.fillna(UNLABELLED).astype(str)
+    return label.astype(object).fillna(UNLABELLED).astype(str)
 
 
 def assign_parts(videos: pd.DataFrame, shares: Sequence[float], seed: int) -> pd.Series:

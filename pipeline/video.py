@@ -36,7 +36,8 @@ class StreamInfo:
     width: int
     height: int
     nominal_fps: float | None
-    header_duration_s: float | None
+    stream_duration_s: float | None     # declared by the stream header (mp4/mov: exact)
+    container_duration_s: float | None  # FFmpeg's container-level figure (may be an estimate)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ class VideoDecoder:
         try:
             self._container = av.open(str(self.path), metadata_errors="ignore")
         except (av.error.FFmpegError, UnicodeDecodeError) as error:
-            raise DecodeError("unreadable", f"not a readable video container: {error}") from error
+            raise DecodeError("unreadable", "not a readable video container (not a video, or cut "
+                                            f"short before its index): {error}") from error
         if not self._container.streams.video:
             self._container.close()
             raise DecodeError("no_video_stream", "container has no video stream")
@@ -90,15 +92,15 @@ class VideoDecoder:
         time_base = _rational(self._stream.time_base)
         duration = (float(self._stream.duration * time_base)
                     if self._stream.duration and time_base else None)
-        if duration is None and self._container.duration:
-            duration = self._container.duration / av.time_base
         self.info = StreamInfo(
             container=self._container.format.name,
             codec=context.name,
             width=context.width,
             height=context.height,
             nominal_fps=float(rate) if rate else None,
-            header_duration_s=duration,
+            stream_duration_s=duration,
+            container_duration_s=(self._container.duration / av.time_base
+                                  if self._container.duration else None),
         )
         self._fallback_interval = 1 / rate if rate else None
 

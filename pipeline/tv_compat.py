@@ -1,0 +1,92 @@
+"""Import torchvision on CPU-only torch builds (pytorch/vision#9085); import it from here.
+
+The PyPI torchvision wheel is built against CUDA torch. On the CPU torch wheel its C++ extension
+(``_C.so``) fails to load, silently, so the operators ``torchvision::nms`` and ``torchvision::qnms``
+never exist, and ``torchvision/_meta_registrations.py`` then aborts ``import torchvision`` by
+registering fake kernels for them without the ``_has_ops()`` guard its other registrations have.
+Defining the two operators (with torchvision's schemas) before the import lets it complete;
+``nms`` also gets a plain CPU kernel so ``torch.ops.torchvision.nms`` works. Where the extension
+loads (the GPU machines' CUDA builds) nothing is changed.
+
+Usage, everywhere in this project: ``from pipeline.tv_compat import torchvision``.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+
+import torch
+
+_LIBRARY: torch.library.Library | None = None  # kept alive: registrations die with the object
+
+
+def _ops_defined() -> bool:
+    try:
+        torch.ops.torchvision.nms  # noqa: B018 - the lookup itself is the check
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+def _load_extension() -> bool:
+    """Load torchvision's ``_C`` extension the way torchvision does; False if it cannot load."""
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    finder = importlib.machinery.FileFinder(
+        spec.submodule_search_locations[0],
+        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES))
+    extension = finder.find_spec("_C")
+    if extension is None or extension.origin is None:
+        return False
+    try:
+        torch.ops.load_library(extension.origin)
+    except OSError:
+        return False
+    return _ops_defined()
+
+
+def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Indices of the boxes kept by greedy non-maximum suppression, by decreasing score.
+
+    ``boxes`` are (x1, y1, x2, y2); a box is dropped when its IoU with a kept box exceeds
+    ``iou_threshold``.
+    """
+    order = torch.argsort(scores, descending=True, stable=True)
+    x1, y1, x2, y2 = boxes.unbind(dim=1)
+    areas = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
+    keep = []
+    for index in order.tolist():
+        if suppressed[index]:
+            continue
+        keep.append(index)
+        width = (torch.minimum(x2[index], x2) - torch.maximum(x1[index], x1)).clamp(min=0)
+        height = (torch.minimum(y2[index], y2) - torch.maximum(y1[index], y1)).clamp(min=0)
+        overlap = width * height
+        iou = overlap / (areas[index] + areas - overlap).clamp(min=torch.finfo(boxes.dtype).tiny)
+        suppressed |= iou > iou_threshold
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+def ensure_torchvision_ops() -> bool:
+    """Define the missing operators if the extension did not load; True if it had to."""
+    global _LIBRARY
+    if _LIBRARY is not None:
+        return True
+    if _ops_defined() or _load_extension():
+        return False
+    library = torch.library.Library("torchvision", "DEF")
+    library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    library.impl("nms", greedy_nms, "CPU")
+    _LIBRARY = library
+    return True
+
+
+ensure_torchvision_ops()
+
+import torchvision  # noqa: E402 - must follow the operator definitions
+
+__all__ = ["ensure_torchvision_ops", "greedy_nms", "torchvision"]

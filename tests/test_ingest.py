@@ -1,0 +1,174 @@
+"""The decode stage on real files: bad inputs, incremental runs, resume, determinism."""
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import DecodeConfig
+from pipeline.ingest import RECEIPT_SUFFIX, ingest
+from pipeline.manifest import FRAMES_FILE, VIDEOS_FILE, load_manifest
+from pipeline.synthetic import FORMATS, ClipSpec, write_clip
+
+CONFIG = DecodeConfig(workers=1, min_frames=2)
+
+
+def clip(folder: Path, name: str, fmt_index: int = 0, seconds: float = 1.5, fps: int = 23) -> Path:
+    fmt = FORMATS[fmt_index]
+    spec = ClipSpec("covid", 1, 1, fps if fps in fmt.frame_rates else fmt.frame_rates[0],
+                    seconds, (64, 80), fmt, seed=len(name))
+    write_clip(spec, folder / name)
+    return folder / name
+
+
+def faststart_mp4(path: Path, frames: int = 60, fps: int = 20) -> Path:
+    """An MP4 with its index up front, so a cut-short copy still opens."""
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as output:
+        stream = output.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for index in range(frames):
+            pixels = np.full((64, 64, 3), index * 4 % 255, np.uint8)
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        output.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture()
+def bad_corpus(tmp_path: Path) -> Path:
+    """Two good clips and one of each kind of bad input."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    clip(videos, "good one.mp4")
+    clip(videos, "good+(2).avi", fmt_index=1)
+    (videos / "zero.mp4").touch()
+    (videos / "notes.mp4").write_text("not a video at all\n" * 100)
+    data = clip(videos, "cut.mp4", seconds=3).read_bytes()
+    (videos / "cut.mp4").write_bytes(data[: len(data) // 2])  # index at the end: unreadable
+    data = clip(videos, "cut.avi", fmt_index=1, seconds=3).read_bytes()
+    (videos / "cut.avi").write_bytes(data[: len(data) // 2])  # breaks mid-stream
+    data = faststart_mp4(videos / "cut_faststart.mp4").read_bytes()
+    (videos / "cut_faststart.mp4").write_bytes(data[: len(data) * 2 // 3])  # opens, ends early
+    clip(videos, "one frame.mp4", seconds=0.3)  # keeps 1 frame < min_frames 2
+    with av.open(str(videos / "audio_only.mp4"), "w") as output:
+        stream = output.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                           layout="mono")
+        frame.sample_rate = 8000
+        output.mux(stream.encode(frame))
+        output.mux(stream.encode(None))
+    return videos
+
+
+EXPECTED_STATUS = {
+    "good one.mp4": "ok", "good+(2).avi": "ok", "zero.mp4": "empty", "notes.mp4": "unreadable",
+    "cut.mp4": "unreadable", "cut.avi": "decode_error", "cut_faststart.mp4": "truncated",
+    "one frame.mp4": "too_short", "audio_only.mp4": "no_video_stream",
+}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_bad_video_gets_a_status_and_the_others_decode(bad_corpus, tmp_path, workers):
+    out = tmp_path / "out"
+    summary = ingest(bad_corpus, None, out, replace(CONFIG, workers=workers), progress=False)
+    videos = load_manifest(out).videos.set_index("source_path")
+    assert videos["status"].to_dict() == EXPECTED_STATUS
+    assert summary.counts["ok"] == 2 and len(summary.failures) == 7
+    failed = videos[videos["status"] != "ok"]
+    assert failed["error"].str.len().gt(10).all()
+    assert failed["shard"].isna().all()
+    assert "0 bytes" in videos.loc["zero.mp4", "error"]
+    assert "min_frames=2" in videos.loc["one frame.mp4", "error"]
+    assert "cut short" in videos.loc["cut_faststart.mp4", "error"]
+    shards = sorted(p.name for p in (out / "shards").glob("*.tar"))
+    assert shards == sorted(Path(s).name for s in videos["shard"].dropna())
+    assert not list((out / "shards").glob(".tmp-*")), "no partial files"
+
+
+def test_incremental_add_remove_and_param_change(sample_videos, tmp_path):
+    videos = tmp_path / "videos"
+    shutil.copytree(sample_videos / "videos", videos)
+    out = tmp_path / "out"
+    first = ingest(videos, sample_videos / "labels.csv", out, CONFIG, progress=False)
+    assert (first.decoded, first.reused) == (8, 0)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.tar")}
+
+    again = ingest(videos, sample_videos / "labels.csv", out, CONFIG, progress=False)
+    assert (again.decoded, again.reused, again.removed) == (0, 8, 0)
+    assert mtimes == {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.tar")}
+
+    clip(videos, "new clip.mp4")
+    added = ingest(videos, sample_videos / "labels.csv", out, CONFIG, progress=False)
+    assert (added.decoded, added.reused) == (1, 8)
+
+    removed_name = sorted(p.name for p in videos.iterdir())[0]
+    (videos / removed_name).unlink()
+    removed = ingest(videos, None, out, CONFIG, progress=False)
+    assert (removed.decoded, removed.reused, removed.removed) == (0, 8, 2)  # tar + receipt
+    manifest = load_manifest(out)
+    assert removed_name not in set(manifest.videos["source_path"])
+    assert len(list((out / "shards").glob("*.tar"))) == 8
+    assert manifest.videos["label"].isna().all(), "labels come from the current labels.csv"
+
+    requality = ingest(videos, None, out, replace(CONFIG, jpeg_quality=80), progress=False)
+    assert requality.decoded == 8
+
+
+def test_interrupted_run_resumes_with_only_the_unfinished_videos(sample_videos, tmp_path):
+    out = tmp_path / "out"
+    ingest(sample_videos / "videos", sample_videos / "labels.csv", out, CONFIG, progress=False)
+    # Simulate a kill: manifests never written, one video's receipt missing, a temp file left.
+    (out / VIDEOS_FILE).unlink()
+    (out / FRAMES_FILE).unlink()
+    next((out / "shards").glob(f"*{RECEIPT_SUFFIX}")).unlink()
+    (out / "shards" / ".tmp-half-written.tar.abc").write_bytes(b"partial")
+    resumed = ingest(sample_videos / "videos", sample_videos / "labels.csv", out, CONFIG,
+                     progress=False)
+    assert (resumed.decoded, resumed.reused) == (1, 7)
+    assert not list((out / "shards").glob(".tmp-*"))
+    assert len(load_manifest(out).videos) == 8
+
+
+def test_same_params_give_the_same_shards_and_manifests(sample_videos, tmp_path):
+    outputs = []
+    for name, workers in (("a", 1), ("b", 2)):
+        out = tmp_path / name
+        ingest(sample_videos / "videos", sample_videos / "labels.csv", out,
+               replace(CONFIG, workers=workers), progress=False)
+        outputs.append(out)
+    shards = [{p.name: p.read_bytes() for p in (o / "shards").glob("*.tar")} for o in outputs]
+    assert shards[0] == shards[1]
+    for name in (VIDEOS_FILE, FRAMES_FILE):
+        pd.testing.assert_frame_equal(pd.read_parquet(outputs[0] / name),
+                                      pd.read_parquet(outputs[1] / name))
+
+
+def test_manifest_rows_agree_with_the_sampling_rule(decoded_sample):
+    manifest = load_manifest(decoded_sample)
+    assert (manifest.videos["status"] == "ok").all()
+    for video in manifest.videos.itertuples():
+        frames = manifest.frames_of(video.video_id)
+        assert len(frames) == video.kept_frames > 0
+        slots = (frames["timestamp_s"] * 3 + 1e-9).astype(int).tolist()
+        assert slots == list(range(len(slots))), "gap-free clips fill consecutive slots"
+        assert frames["frame_index"].is_monotonic_increasing
+        assert video.duration_s == pytest.approx(video.decoded_frames / video.fps, rel=0.05)
+
+
+def test_labels_are_joined_and_missing_rows_reported(sample_videos, tmp_path):
+    labels = pd.read_csv(sample_videos / "labels.csv")
+    extra = pd.DataFrame([{"path": "lost.mp4", "label": "covid", "probe": "convex",
+                           "group": "x", "license": "", "uncertain": 0}])
+    csv = tmp_path / "labels.csv"
+    pd.concat([labels, extra]).to_csv(csv, index=False)
+    out = tmp_path / "out"
+    ingest(sample_videos / "videos", csv, out, CONFIG, progress=False)
+    videos = load_manifest(out).videos.set_index("source_path")
+    assert videos.loc["lost.mp4", "status"] == "missing"
+    assert "no such file" in videos.loc["lost.mp4", "error"]
+    for row in labels.itertuples():
+        assert videos.loc[row.path, "label"] == row.label
+        assert videos.loc[row.path, "group"] == row.group

@@ -1,0 +1,61 @@
+"""Video ids, source listing and labels.csv handling."""
+
+import re
+
+import pytest
+
+from pipeline.sources import discover, list_video_files, read_labels, video_id
+
+NAMES = ["convex/Cov-Atlas+(44).gif", "convex/Cov-Atlas (44).gif", "convex/Cov.Atlas.44.gif",
+         "linear/label_uncertain/Vir_or_Pneu prospective file4.mp4", "ü/ñame.mov",
+         "a" * 300 + ".mp4"]
+
+
+def test_ids_are_safe_unique_and_stable():
+    ids = [video_id(name) for name in NAMES]
+    assert len(set(ids)) == len(ids)
+    for identifier in ids:
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", identifier), identifier
+        assert len(identifier) <= 70
+    assert ids == [video_id(name) for name in NAMES]
+    assert video_id("convex/Cov-Atlas+(44).gif").startswith("convex__Cov-Atlas_44_gif-")
+
+
+def test_listing_skips_hidden_and_non_video_files(tmp_path):
+    for name in ("b.mp4", "sub/a.avi", ".hidden.mp4", ".git/x.mp4", "labels.csv", "README.md",
+                 "odd.bin"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    assert list_video_files(tmp_path) == ["b.mp4", "odd.bin", "sub/a.avi"]
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="video folder not found"):
+        list_video_files(tmp_path / "nope")
+
+
+def test_labels_errors_name_the_file(tmp_path):
+    no_path = tmp_path / "a.csv"
+    no_path.write_text("file,label\nx.mp4,covid\n")
+    with pytest.raises(ValueError, match=r"a\.csv: no 'path' column"):
+        read_labels(no_path)
+    twice = tmp_path / "b.csv"
+    twice.write_text("path,label\nx.mp4,covid\nx.mp4,regular\n")
+    with pytest.raises(ValueError, match=r"b\.csv: paths listed twice: x\.mp4"):
+        read_labels(twice)
+
+
+def test_discover_joins_labels_and_reports_missing(tmp_path):
+    videos = tmp_path / "videos"
+    (videos / "convex").mkdir(parents=True)
+    (videos / "convex" / "a+(1).mp4").write_bytes(b"x")
+    (videos / "unlabelled.mp4").write_bytes(b"x")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label,probe,group\nconvex/a+(1).mp4,covid,convex,p1\n"
+                      "gone.mp4,regular,convex,p2\n")
+    sources, missing = discover(videos, labels)
+    assert [s.relative_path for s in sources] == ["convex/a+(1).mp4", "unlabelled.mp4"]
+    assert sources[0].labels == {"label": "covid", "probe": "convex", "group": "p1"}
+    assert sources[1].labels == {}
+    assert list(missing) == ["gone.mp4"] and missing["gone.mp4"]["label"] == "regular"

@@ -19,6 +19,7 @@ but non-trivial signal. Clips are written as real video files with PyAV in sever
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -46,8 +47,9 @@ class VideoFormat:
 
 
 FORMATS = (
+    # Constant QP: x264's CRF rate control (mb-tree/AQ, SIMD) gave different bytes run to run.
     VideoFormat(".mp4", "mp4", "libx264", "yuv420p",
-                (("crf", "20"), ("preset", "veryfast"), ("threads", "1"))),
+                (("qp", "20"), ("preset", "veryfast"), ("threads", "1"))),
     VideoFormat(".avi", "avi", "mjpeg", "yuvj420p", (("q:v", "3"),)),
     VideoFormat(".gif", "gif", "gif", "gray"),
     # MPEG-2 allows only the broadcast rates.
@@ -188,32 +190,39 @@ class _ClipRenderer:
         return (np.clip(pixels, 0, 255) * self.sector.mask).astype(np.uint8)
 
 
+def render_frames(spec: ClipSpec, times: Iterable[float] | None = None) -> Iterator[np.ndarray]:
+    """The clip's frames (uint8 grayscale, height x width) at ``times`` (default: every frame)."""
+    renderer = _ClipRenderer(spec)
+    if times is None:
+        times = (index / spec.fps for index in range(max(2, round(spec.seconds * spec.fps))))
+    for t in times:
+        yield renderer.frame(t)
+
+
 def write_clip(spec: ClipSpec, path: Path) -> None:
     """Render ``spec`` and write it with PyAV (atomically) in its container and codec."""
-    renderer = _ClipRenderer(spec)
     fmt = spec.video_format
-    frame_count = max(2, round(spec.seconds * spec.fps))
     with atomic_path(path) as temporary:
         with av.open(str(temporary), "w", format=fmt.container) as output:
             stream = output.add_stream(fmt.codec, rate=Fraction(spec.fps))
             stream.height, stream.width = spec.size
             stream.pix_fmt = fmt.pix_fmt
             stream.options = dict(fmt.options)
-            for index in range(frame_count):
-                pixels = renderer.frame(index / spec.fps)
+            for pixels in render_frames(spec):
                 frame = av.VideoFrame.from_ndarray(pixels, format="gray")
                 output.mux(stream.encode(frame))
             output.mux(stream.encode(None))
 
 
 def clip_specs(count: int, seed: int) -> list[ClipSpec]:
-    """``count`` clips: patients cycle through the classes with 1-3 clips each; containers,
-    frame rates, durations and sizes vary clip by clip."""
+    """``count`` clips of patients with 1-3 clips each; each new patient takes the class with the
+    fewest clips so far (classes stay balanced); containers, frame rates, durations and sizes
+    vary clip by clip."""
     rng = np.random.default_rng(seed)
     specs: list[ClipSpec] = []
     patient = 0
     while len(specs) < count:
-        label = CLASSES[patient % len(CLASSES)]
+        label = min(CLASSES, key=lambda c: sum(spec.label == c for spec in specs))
         patient += 1
         for clip in range(1, min(int(rng.integers(1, 4)), count - len(specs)) + 1):
             video_format = FORMATS[len(specs) % len(FORMATS)]

@@ -1,0 +1,33 @@
+"""params.yaml -> typed configs: the repository's params parse, mistakes are named."""
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import DecodeConfig, load_params, parse_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_parse():
+    params = load_params(REPO / "params.yaml")
+    assert params.decode.rate == 3
+    assert set(params.data) == {"pretrain", "downstream"}
+    assert params.dataset("downstream").folds == 5
+    assert params.dataset("pretrain").labels_path.name == "labels.csv"
+
+
+def test_unknown_keys_and_bad_values_are_named():
+    with pytest.raises(ValueError, match=r"decode: unknown key\(s\) fps"):
+        parse_params({"decode": {"fps": 3}})
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        DecodeConfig(jpeg_quality=0)
+    with pytest.raises(ValueError, match="folds"):
+        parse_params({"data": {"x": {"videos": "v", "folds": 1}}})
+    with pytest.raises(KeyError, match="no dataset 'nope'"):
+        parse_params({}).dataset("nope")
+
+
+def test_unlabelled_dataset_has_no_labels_path():
+    params = parse_params({"data": {"raw": {"videos": "somewhere", "labels": None}}})
+    assert params.dataset("raw").labels_path is None

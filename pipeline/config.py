@@ -32,23 +32,35 @@ def from_mapping(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """A folder of videos, optionally labelled; ``folds`` > 1 also persists k-fold assignment."""
+    """A dataset folder: videos (any depth) under ``root/videos`` and an optional labels.csv.
 
-    videos: str
-    labels: str | None = None
+    ``root`` is the one folder the pipeline tracks as the stage input, so the labels file, when
+    there is one, lives inside it (DVC cannot depend on an optional file). ``labels: null``
+    means unlabelled videos; ``videos: .`` takes the videos from ``root`` itself. ``folds`` > 1
+    also persists a k-fold assignment.
+    """
+
+    root: str
+    videos: str = "videos"
+    labels: str | None = "labels.csv"
     folds: int = 0
 
     def __post_init__(self) -> None:
         if self.folds == 1 or self.folds < 0:
             raise ValueError(f"folds must be 0 (none) or >= 2, got {self.folds}")
+        for name, value in (("videos", self.videos), ("labels", self.labels)):
+            if value is not None and (Path(value).is_absolute() or ".." in Path(value).parts):
+                raise ValueError(f"{name}: {value!r} must be a path inside root ({self.root}) so "
+                                 "that the pipeline tracks it; point root at the folder that "
+                                 "holds both videos and labels")
 
     @property
     def videos_path(self) -> Path:
-        return Path(self.videos)
+        return Path(self.root) / self.videos
 
     @property
     def labels_path(self) -> Path | None:
-        return Path(self.labels) if self.labels else None
+        return Path(self.root) / self.labels if self.labels else None
 
 
 @dataclass(frozen=True)

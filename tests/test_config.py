@@ -14,7 +14,8 @@ def test_repository_params_parse():
     assert params.decode.rate == 3
     assert set(params.data) == {"pretrain", "downstream"}
     assert params.dataset("downstream").folds == 5
-    assert params.dataset("pretrain").labels_path.name == "labels.csv"
+    pretrain = params.dataset("pretrain")
+    assert pretrain.labels_path == pretrain.videos_path.parent / "labels.csv"
 
 
 def test_unknown_keys_and_bad_values_are_named():
@@ -23,11 +24,14 @@ def test_unknown_keys_and_bad_values_are_named():
     with pytest.raises(ValueError, match="jpeg_quality"):
         DecodeConfig(jpeg_quality=0)
     with pytest.raises(ValueError, match="folds"):
-        parse_params({"data": {"x": {"videos": "v", "folds": 1}}})
+        parse_params({"data": {"x": {"root": "r", "folds": 1}}})
+    with pytest.raises(ValueError, match="must be a path inside root"):
+        parse_params({"data": {"x": {"root": "r", "labels": "/elsewhere/labels.csv"}}})
     with pytest.raises(KeyError, match="no dataset 'nope'"):
         parse_params({}).dataset("nope")
 
 
 def test_unlabelled_dataset_has_no_labels_path():
-    params = parse_params({"data": {"raw": {"videos": "somewhere", "labels": None}}})
+    params = parse_params({"data": {"raw": {"root": "somewhere", "videos": ".", "labels": None}}})
     assert params.dataset("raw").labels_path is None
+    assert params.dataset("raw").videos_path == Path("somewhere")

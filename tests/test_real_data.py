@@ -1,0 +1,81 @@
+"""The decode and split stages on the real POCUS and COVID-BLUES videos (skipped where absent).
+
+POCUS is the messy set (mp4/mov/avi-that-is-mp4/mpeg-PS/gif, VFR, streams starting at 0.54 s);
+COVID-BLUES is 362 uniform mp4 clips. Kept counts are checked against the rule applied to
+timestamps from a separate decode pass, and against ffmpeg ``fps=3`` semantics.
+"""
+
+from fractions import Fraction
+
+import av
+import pytest
+
+from pipeline.config import DecodeConfig
+from pipeline.ingest import ingest
+from pipeline.inspection import verify
+from pipeline.manifest import load_manifest
+from pipeline.sampling import ffmpeg_fps_frame_count, kept_indices
+from pipeline.splits import split_table
+from tests.conftest import shared_dataset
+
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]
+EXPECTED_VIDEOS = {"pocus": 102, "covid-blues": 362}
+
+
+@pytest.fixture(scope="module", params=["pocus", "covid-blues"])
+def decoded(request, tmp_path_factory):
+    root = shared_dataset(request.param)
+    out = tmp_path_factory.mktemp(request.param)
+    ingest(root / "videos", root / "labels.csv", out, DecodeConfig(workers=2), progress=False)
+    return request.param, root, load_manifest(out)
+
+
+def frame_times(path) -> tuple[list[Fraction | None], Fraction | None]:
+    """Absolute presentation times of every decoded frame, and the last frame's duration."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        times, duration = [], None
+        for frame in container.decode(stream):
+            times.append(None if frame.pts is None else frame.pts * frame.time_base)
+            if frame.duration:
+                duration = frame.duration * frame.time_base
+        rate = stream.guessed_rate or stream.average_rate
+    return times, duration or (1 / Fraction(rate) if rate else None)
+
+
+def test_every_video_decodes(decoded):
+    name, _, manifest = decoded
+    assert len(manifest.videos) == EXPECTED_VIDEOS[name]
+    assert (manifest.videos["status"] == "ok").all(), manifest.videos.query("status != 'ok'")
+    assert manifest.videos["label"].notna().all() and manifest.videos["group"].notna().all()
+
+
+def test_kept_counts_follow_the_rule_and_ffmpeg_within_one(decoded):
+    _, root, manifest = decoded
+    differences = []
+    for video in manifest.videos.itertuples():
+        times, last_duration = frame_times(root / "videos" / video.source_path)
+        assert video.decoded_frames == len(times)
+        kept = kept_indices(times, 3)
+        frames = manifest.frames_of(video.video_id)
+        assert frames["frame_index"].tolist() == kept, video.source_path
+        ffmpeg = ffmpeg_fps_frame_count([t for t in times if t is not None], last_duration)
+        differences.append(video.kept_frames - ffmpeg)
+    assert set(differences) <= {-1, 0, 1}
+
+
+def test_shards_reread_byte_exact_by_offset(decoded):
+    _, _, manifest = decoded
+    checked, problems = verify(manifest)
+    assert checked == len(manifest.frames) > 0
+    assert problems == []
+
+
+def test_split_keeps_groups_apart_and_is_reproducible(decoded):
+    _, _, manifest = decoded
+    first = split_table(manifest.videos, 0.2, seed=0, folds=5)
+    again = split_table(manifest.videos, 0.2, seed=0, folds=5)
+    assert first.equals(again)
+    assert first.groupby("group")["split"].nunique().max() == 1
+    assert first.groupby("group")["fold"].nunique().max() == 1
+    assert 0.12 <= (first["split"] == "val").mean() <= 0.28

@@ -18,7 +18,6 @@ from pipeline.atomic import atomic_path
 
 VIDEOS_FILE = "videos.parquet"
 FRAMES_FILE = "frames.parquet"
-SHARDS_DIR = "shards"
 
 VIDEO_SCHEMA = pa.schema([
     ("video_id", pa.string()),

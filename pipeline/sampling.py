@@ -28,53 +28,57 @@ DEFAULT_FRAME_INTERVAL = Fraction(1, 25)
 
 
 class SlotSampler:
-    """Streaming form of the rule: offer each decoded frame, get its time if it is kept.
+    """Streaming form of the rule: offer each decoded frame's pts, get its time if it is kept.
+
+    Timestamps are counted in ticks of ``time_base`` and compared with integer arithmetic
+    (exact, and cheap enough to run on every decoded frame); only kept frames get a
+    :class:`~fractions.Fraction` time.
 
     Args:
         rate: frames to keep per second (``n``), a positive number.
-        fallback_interval: time between frames assumed for frames without pts.
+        time_base: seconds per pts tick (1 when offering times in seconds).
+        fallback_interval: seconds between frames, assumed for frames without pts.
     """
 
-    def __init__(self, rate: float | Fraction, fallback_interval: Fraction | None = None) -> None:
+    def __init__(self, rate: float | Fraction, time_base: Fraction = Fraction(1),
+                 fallback_interval: Fraction | None = None) -> None:
         rate = Fraction(rate).limit_denominator(1_000_000)
         if rate <= 0:
             raise ValueError(f"sampling rate must be positive, got {rate}")
-        self.rate = rate
-        self.fallback_interval = fallback_interval or DEFAULT_FRAME_INTERVAL
-        self._first: Fraction | None = None
-        self._previous: Fraction | None = None
+        self.rate, self.time_base = rate, Fraction(time_base)
+        self._ticks_per_frame = (fallback_interval or DEFAULT_FRAME_INTERVAL) / self.time_base
+        self._slot_numerator = self.time_base.numerator * rate.numerator
+        self._slot_denominator = self.time_base.denominator * rate.denominator
+        self._first: int | Fraction | None = None
+        self._previous: int | Fraction | None = None  # relative ticks of the last frame offered
         self._last_slot = -1
 
     @property
     def last_time(self) -> Fraction | None:
-        """Relative time of the last frame offered (kept or not)."""
-        return self._previous
+        """Relative time in seconds of the last frame offered (kept or not)."""
+        return None if self._previous is None else self._previous * self.time_base
 
-    def time_of(self, seconds: Fraction | None) -> Fraction:
-        """Relative time of a frame given its absolute time in seconds (None = no pts)."""
-        expected = (Fraction(0) if self._previous is None
-                    else self._previous + self.fallback_interval)
-        if seconds is None:
-            return expected
-        if self._first is None:
-            self._first = seconds - expected
-        return seconds - self._first
-
-    def offer(self, seconds: Fraction | None) -> Fraction | None:
-        """Return the frame's relative time if the frame is kept, else None."""
-        t = self.time_of(seconds)
-        self._previous = t
-        slot = math.floor(t * self.rate)
+    def offer(self, pts: int | Fraction | None) -> Fraction | None:
+        """Return the frame's relative time in seconds if the frame is kept, else None."""
+        expected = 0 if self._previous is None else self._previous + self._ticks_per_frame
+        if pts is None:
+            ticks = expected
+        else:
+            if self._first is None:
+                self._first = pts - expected
+            ticks = pts - self._first
+        self._previous = ticks
+        slot = (ticks * self._slot_numerator) // self._slot_denominator
         if slot <= self._last_slot:
             return None
         self._last_slot = slot
-        return t
+        return ticks * self.time_base
 
 
 def kept_indices(times: Sequence[Fraction | float | None], rate: float | Fraction = 3,
                  fallback_interval: Fraction | None = None) -> list[int]:
     """Indices of the frames kept from absolute frame times (seconds, ``None`` = missing pts)."""
-    sampler = SlotSampler(rate, fallback_interval)
+    sampler = SlotSampler(rate, fallback_interval=fallback_interval)
     return [i for i, s in enumerate(times)
             if sampler.offer(None if s is None else Fraction(s)) is not None]
 

@@ -69,12 +69,15 @@ class VideoDecoder:
     """An open video file; use as a context manager.
 
     Raises :class:`DecodeError` on open for files FFmpeg cannot read or that have no video stream.
+    ``frame_threads`` turns on FFmpeg's frame threading: faster for one process with spare
+    cores, slower when every core already runs a decode process (measured on POCUS: 5.0 s vs
+    4.4 s with 2 processes on 2 cores).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, frame_threads: bool = False) -> None:
         self.path = Path(path)
         self.decoded_frames = 0
-        self.last_timestamp: Fraction | None = None
+        self._sampler: SlotSampler | None = None
         if self.path.stat().st_size == 0:
             raise DecodeError("empty", "empty file (0 bytes)")
         try:
@@ -86,7 +89,8 @@ class VideoDecoder:
             self._container.close()
             raise DecodeError("no_video_stream", "container has no video stream")
         self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"
+        if frame_threads:
+            self._stream.thread_type = "AUTO"
         context = self._stream.codec_context
         rate = _rational(self._stream.guessed_rate) or _rational(self._stream.average_rate)
         time_base = _rational(self._stream.time_base)
@@ -104,6 +108,11 @@ class VideoDecoder:
         )
         self._fallback_interval = 1 / rate if rate else None
 
+    @property
+    def last_timestamp(self) -> Fraction | None:
+        """Time of the last decoded frame, relative to the first (after :meth:`sample`)."""
+        return None if self._sampler is None else self._sampler.last_time
+
     def __enter__(self) -> VideoDecoder:
         return self
 
@@ -120,22 +129,21 @@ class VideoDecoder:
         Stops decoding once ``max_frames`` frames are kept. Raises :class:`DecodeError` when the
         stream breaks before any frame is decoded, or mid-stream (message gives the frame).
         """
-        sampler = SlotSampler(rate, self._fallback_interval)
+        sampler = self._sampler = SlotSampler(
+            rate, _rational(self._stream.time_base) or Fraction(1), self._fallback_interval)
         kept = 0
         try:
             for frame in self._container.decode(self._stream):
                 index = self.decoded_frames
                 self.decoded_frames += 1
-                seconds = (Fraction(frame.pts) * _rational(frame.time_base)
-                           if frame.pts is not None and frame.time_base else None)
-                timestamp = sampler.offer(seconds)
-                self.last_timestamp = sampler.last_time
+                timestamp = sampler.offer(frame.pts)
                 if timestamp is None:
                     continue
                 width, height = scaled_size(frame.width, frame.height, short_side)
-                image = frame.to_image(width=width, height=height, interpolation="AREA",
-                                       threads=1)
-                yield SampledFrame(index, timestamp, frame.pts, image)
+                # to_ndarray + fromarray is ~3x faster than to_image in PyAV 18.
+                pixels = frame.to_ndarray(width=width, height=height, format="rgb24",
+                                          interpolation="AREA", threads=1)
+                yield SampledFrame(index, timestamp, frame.pts, Image.fromarray(pixels))
                 kept += 1
                 if max_frames and kept >= max_frames:
                     return

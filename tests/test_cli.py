@@ -8,6 +8,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.config import DecodeConfig
+from pipeline.ingest import ingest
 from pipeline.manifest import load_manifest
 
 runner = CliRunner()
@@ -78,9 +80,6 @@ def test_verify_passes_then_detects_a_flipped_byte(dataset):
 
 
 def test_errors_lists_failed_videos(tmp_path, sample_videos):
-    from pipeline.config import DecodeConfig
-    from pipeline.ingest import ingest
-
     videos = tmp_path / "videos"
     shutil.copytree(sample_videos / "videos", videos)
     (videos / "broken.mp4").write_text("nope")

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from pipeline.config import DecodeConfig
-from pipeline.ingest import RECEIPT_SUFFIX, ingest
+from pipeline.decode import RECEIPT_SUFFIX
+from pipeline.ingest import ingest
 from pipeline.manifest import FRAMES_FILE, VIDEOS_FILE, load_manifest
 from pipeline.synthetic import FORMATS, ClipSpec, write_clip
 

@@ -48,7 +48,7 @@ def test_missing_pts_use_the_nominal_interval():
 
 
 def test_missing_first_pts_then_real_pts_continue_the_timeline():
-    sampler = SlotSampler(3, Fraction(1, 10))
+    sampler = SlotSampler(3, fallback_interval=Fraction(1, 10))
     assert sampler.offer(None) == 0
     # The first real pts (5.1 s) is taken to be 0.1 s after the missing one.
     assert sampler.offer(Fraction(51, 10)) is None
@@ -62,6 +62,14 @@ def test_other_rates(rate):
     kept = kept_indices(times, rate)
     expected = [i for i in range(300) if i == 0 or int(i * rate / 30) > int((i - 1) * rate / 30)]
     assert kept == expected
+
+
+def test_pts_in_time_base_ticks_use_exact_integer_slots():
+    # 90 kHz MPEG ticks, stream starting at 0.54 s, 25 fps.
+    sampler = SlotSampler(3, time_base=Fraction(1, 90000))
+    kept = [i for i in range(50) if sampler.offer(48600 + 3600 * i) is not None]
+    assert kept == kept_indices(uniform(25, 50))
+    assert sampler.last_time == Fraction(49, 25)
 
 
 def test_rejects_non_positive_rate():

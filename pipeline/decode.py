@@ -1,0 +1,147 @@
+"""One video -> one shard + its manifest rows: the decode stage's unit of work.
+
+:func:`decode_video` is a pure function of one source file and the decode params (plus the
+output folder), so it runs in a process pool here and could run on a cluster node elsewhere.
+Its result is also saved as a receipt next to the shard: the cache that makes the stage
+incremental and resumable. This module imports neither pandas nor pyarrow, to keep worker
+start-up cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from pipeline.atomic import write_json
+from pipeline.config import DecodeConfig
+from pipeline.shards import write_video_shard
+from pipeline.video import DecodeError, VideoDecoder
+
+SHARDS_DIR = "shards"
+FORMAT_VERSION = 1  # bump when shard or receipt contents change for the same params
+RECEIPT_SUFFIX = ".receipt.json"
+TRUNCATED_FRACTION = 0.9  # decoded span below this share of the declared duration = truncated
+
+
+@dataclass(frozen=True)
+class DecodeTask:
+    """Everything :func:`decode_video` needs; picklable."""
+
+    source: Path
+    relative_path: str
+    video_id: str
+    content_sha256: str
+    shard_dir: Path
+    config: DecodeConfig
+    frame_threads: bool = False  # worth it only when this is the sole decode process
+
+    @property
+    def cache_key(self) -> str:
+        return cache_key(self.content_sha256, self.config)
+
+
+@dataclass
+class VideoResult:
+    """The manifest rows of one video (labels are joined when the manifest is written)."""
+
+    video: dict[str, object]
+    frames: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.video["status"] == "ok"
+
+
+def cache_key(content_sha256: str, config: DecodeConfig) -> str:
+    payload = json.dumps({"sha256": content_sha256, "decode": config.cache_fields(),
+                          "format": FORMAT_VERSION}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def video_row(task: DecodeTask, **values: object) -> dict[str, object]:
+    """The task's ``videos.parquet`` row (labels excluded), updated with ``values``."""
+    row: dict[str, object] = dict(
+        video_id=task.video_id, source_path=task.relative_path,
+        content_sha256=task.content_sha256, size_bytes=task.source.stat().st_size,
+        decoded_frames=0, kept_frames=0, error=None)
+    row.update(values)
+    return row
+
+
+def decode_video(task: DecodeTask) -> VideoResult:
+    """Decode one video into ``<shard_dir>/<video_id>.tar`` and return its manifest rows.
+
+    Never raises for a bad video: the status/error columns say what went wrong, and no shard is
+    left for it. The receipt (rows + cache key) is written last, atomically.
+    """
+    shard = task.shard_dir / f"{task.video_id}.tar"
+    config = task.config
+    probe: dict[str, object] = {}
+    try:
+        with VideoDecoder(task.source, frame_threads=task.frame_threads) as decoder:
+            info = decoder.info
+            probe = dict(container=info.container, codec=info.codec, width=info.width,
+                         height=info.height, fps=info.nominal_fps,
+                         duration_s=info.stream_duration_s or info.container_duration_s)
+            records = write_video_shard(
+                shard, task.video_id,
+                decoder.sample(config.rate, config.max_frames, config.short_side),
+                config.jpeg_quality)
+            probe.update(decoded_frames=decoder.decoded_frames, kept_frames=len(records))
+            if not config.max_frames or len(records) < config.max_frames:  # decoded to the end
+                probe["duration_s"] = _decoded_duration(decoder)
+                _check_not_truncated(probe["duration_s"], info.stream_duration_s)
+        if len(records) < config.min_frames:
+            raise DecodeError("too_short", f"kept {len(records)} frame(s) at {config.rate:g} fps, "
+                                           f"fewer than decode.min_frames={config.min_frames}")
+        shard_name = f"{SHARDS_DIR}/{shard.name}"
+        result = VideoResult(
+            video_row(task, **probe, status="ok", shard=shard_name),
+            [dict(asdict(record), shard=shard_name) for record in records])
+    except Exception as error:  # noqa: BLE001 - one bad video must never stop the others
+        shard.unlink(missing_ok=True)
+        status = error.status if isinstance(error, DecodeError) else "error"
+        message = str(error) if isinstance(error, DecodeError) else f"{type(error).__name__}: {error}"
+        probe.pop("decoded_frames", None)
+        probe.pop("kept_frames", None)
+        result = VideoResult(video_row(task, **probe, status=status, error=message))
+    write_json(task.shard_dir / f"{task.video_id}{RECEIPT_SUFFIX}",
+               {"cache_key": task.cache_key, "video": result.video, "frames": result.frames})
+    return result
+
+
+def _decoded_duration(decoder: VideoDecoder) -> float | None:
+    """Time of the last decoded frame plus one nominal frame interval."""
+    if decoder.last_timestamp is None:
+        return None
+    fps = decoder.info.nominal_fps
+    return float(decoder.last_timestamp + (Fraction(1) / Fraction(fps) if fps else 0))
+
+
+def _check_not_truncated(decoded_s: float | None, declared_s: float | None) -> None:
+    """A stream that ends well before the duration its header declares was cut short."""
+    if decoded_s is not None and declared_s and decoded_s < TRUNCATED_FRACTION * declared_s:
+        raise DecodeError("truncated", f"decoded {decoded_s:.2f} s of the {declared_s:.2f} s "
+                                       "the stream header declares: file cut short?")
+
+
+def load_receipt(task: DecodeTask) -> VideoResult | None:
+    """The receipt's rows if it matches the task's cache key and its shard is intact."""
+    receipt = task.shard_dir / f"{task.video_id}{RECEIPT_SUFFIX}"
+    if not receipt.is_file():
+        return None
+    try:
+        saved = json.loads(receipt.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if saved.get("cache_key") != task.cache_key:
+        return None
+    result = VideoResult(saved["video"], saved["frames"])
+    if result.ok and not (task.shard_dir.parent / str(result.video["shard"])).is_file():
+        return None
+    return result
+
+

@@ -36,7 +36,6 @@ class DecodeTask:
     content_sha256: str
     shard_dir: Path
     config: DecodeConfig
-    frame_threads: bool = False  # worth it only when this is the sole decode process
 
     @property
     def cache_key(self) -> str:
@@ -81,7 +80,7 @@ def decode_video(task: DecodeTask) -> VideoResult:
     config = task.config
     probe: dict[str, object] = {}
     try:
-        with VideoDecoder(task.source, frame_threads=task.frame_threads) as decoder:
+        with VideoDecoder(task.source) as decoder:
             info = decoder.info
             probe = dict(container=info.container, codec=info.codec, width=info.width,
                          height=info.height, fps=info.nominal_fps,
@@ -122,7 +121,7 @@ def _decoded_duration(decoder: VideoDecoder) -> float | None:
 
 
 def _check_not_truncated(decoded_s: float | None, declared_s: float | None) -> None:
-    """A stream that ends well before the duration its header declares was cut short."""
+    """A stream that ends, without an error, well before its declared duration was cut short."""
     if decoded_s is not None and declared_s and decoded_s < TRUNCATED_FRACTION * declared_s:
         raise DecodeError("truncated", f"decoded {decoded_s:.2f} s of the {declared_s:.2f} s "
                                        "the stream header declares: file cut short?")

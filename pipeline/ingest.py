@@ -133,4 +133,4 @@ def _clean_labels(labels: dict[str, object]) -> dict[str, object]:
 def _task(source: SourceVideo, shard_dir: Path, config: DecodeConfig) -> DecodeTask:
     return DecodeTask(source=source.path, relative_path=source.relative_path,
                       video_id=source.video_id, content_sha256=file_sha256(source.path),
-                      shard_dir=shard_dir, config=config, frame_threads=config.workers == 1)
+                      shard_dir=shard_dir, config=config)

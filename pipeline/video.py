@@ -69,12 +69,13 @@ class VideoDecoder:
     """An open video file; use as a context manager.
 
     Raises :class:`DecodeError` on open for files FFmpeg cannot read or that have no video stream.
-    ``frame_threads`` turns on FFmpeg's frame threading: faster for one process with spare
-    cores, slower when every core already runs a decode process (measured on POCUS: 5.0 s vs
-    4.4 s with 2 processes on 2 cores).
+    FFmpeg's default (slice) threading is used, not frame threading: with one decode process
+    per core, frame threading was slower (POCUS, 2 processes on 2 cores: 5.0 s vs 4.4 s), and
+    it hides some decode errors (a cut-short stream then ends silently instead of failing),
+    which would make a video's status depend on the number of workers.
     """
 
-    def __init__(self, path: str | Path, frame_threads: bool = False) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.decoded_frames = 0
         self._sampler: SlotSampler | None = None
@@ -89,8 +90,6 @@ class VideoDecoder:
             self._container.close()
             raise DecodeError("no_video_stream", "container has no video stream")
         self._stream = self._container.streams.video[0]
-        if frame_threads:
-            self._stream.thread_type = "AUTO"
         context = self._stream.codec_context
         rate = _rational(self._stream.guessed_rate) or _rational(self._stream.average_rate)
         time_base = _rational(self._stream.time_base)
@@ -148,5 +147,10 @@ class VideoDecoder:
                 if max_frames and kept >= max_frames:
                     return
         except av.error.FFmpegError as error:
-            where = f"after {self.decoded_frames} frames" if self.decoded_frames else "at start"
+            where = "at the first frame"
+            if self.decoded_frames:
+                declared = self.info.stream_duration_s
+                where = (f"after {self.decoded_frames} frames ({float(sampler.last_time):.2f} s"
+                         + (f" of {declared:.2f} s declared" if declared else "")
+                         + "; corrupt or cut short)")
             raise DecodeError("decode_error", f"decoding failed {where}: {error}") from error

@@ -51,8 +51,15 @@ def bad_corpus(tmp_path: Path) -> Path:
     (videos / "cut.mp4").write_bytes(data[: len(data) // 2])  # index at the end: unreadable
     data = clip(videos, "cut.avi", fmt_index=1, seconds=3).read_bytes()
     (videos / "cut.avi").write_bytes(data[: len(data) // 2])  # breaks mid-stream
+    data = bytearray(clip(videos, "corrupt.mp4", seconds=3).read_bytes())
+    data[len(data) // 3: len(data) // 2] = bytes(len(data) // 2 - len(data) // 3)
+    (videos / "corrupt.mp4").write_bytes(bytes(data))  # zeroed in the middle
     data = faststart_mp4(videos / "cut_faststart.mp4").read_bytes()
-    (videos / "cut_faststart.mp4").write_bytes(data[: len(data) * 2 // 3])  # opens, ends early
+    (videos / "cut_faststart.mp4").write_bytes(data[: len(data) * 2 // 3])  # breaks mid-packet
+    path = faststart_mp4(videos / "cut_clean.mp4")
+    with av.open(str(path)) as container:
+        starts = [packet.pos for packet in container.demux(video=0) if packet.pos]
+    path.write_bytes(path.read_bytes()[: starts[len(starts) // 2]])  # ends at a packet boundary
     clip(videos, "one frame.mp4", seconds=0.3)  # keeps 1 frame < min_frames 2
     with av.open(str(videos / "audio_only.mp4"), "w") as output:
         stream = output.add_stream("aac", rate=8000)
@@ -66,7 +73,8 @@ def bad_corpus(tmp_path: Path) -> Path:
 
 EXPECTED_STATUS = {
     "good one.mp4": "ok", "good+(2).avi": "ok", "zero.mp4": "empty", "notes.mp4": "unreadable",
-    "cut.mp4": "unreadable", "cut.avi": "decode_error", "cut_faststart.mp4": "truncated",
+    "cut.mp4": "unreadable", "cut.avi": "decode_error", "corrupt.mp4": "decode_error",
+    "cut_faststart.mp4": "decode_error", "cut_clean.mp4": "truncated",
     "one frame.mp4": "too_short", "audio_only.mp4": "no_video_stream",
 }
 
@@ -77,13 +85,15 @@ def test_each_bad_video_gets_a_status_and_the_others_decode(bad_corpus, tmp_path
     summary = ingest(bad_corpus, None, out, replace(CONFIG, workers=workers), progress=False)
     videos = load_manifest(out).videos.set_index("source_path")
     assert videos["status"].to_dict() == EXPECTED_STATUS
-    assert summary.counts["ok"] == 2 and len(summary.failures) == 7
+    assert summary.counts["ok"] == 2 and len(summary.failures) == 9
     failed = videos[videos["status"] != "ok"]
     assert failed["error"].str.len().gt(10).all()
     assert failed["shard"].isna().all()
     assert "0 bytes" in videos.loc["zero.mp4", "error"]
     assert "min_frames=2" in videos.loc["one frame.mp4", "error"]
     assert "cut short" in videos.loc["cut_faststart.mp4", "error"]
+    assert "cut short" in videos.loc["cut_clean.mp4", "error"]
+    assert "decoding failed after" in videos.loc["corrupt.mp4", "error"]
     shards = sorted(p.name for p in (out / "shards").glob("*.tar"))
     assert shards == sorted(Path(s).name for s in videos["shard"].dropna())
     assert not list((out / "shards").glob(".tmp-*")), "no partial files"

@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from pipeline.sampling import SlotSampler
@@ -42,7 +43,8 @@ class StreamInfo:
 
 @dataclass(frozen=True)
 class SampledFrame:
-    """One kept frame: its decode-order index, its time relative to the first frame, the image."""
+    """One kept frame: its decode-order index, its time relative to the first frame, the image
+    (RGB, in PIL mode ``RGBX``)."""
 
     frame_index: int
     timestamp: Fraction
@@ -79,6 +81,7 @@ class VideoDecoder:
         self.path = Path(path)
         self.decoded_frames = 0
         self._sampler: SlotSampler | None = None
+        self._reformatter = VideoReformatter()
         if self.path.stat().st_size == 0:
             raise DecodeError("empty", "empty file (0 bytes)")
         try:
@@ -112,6 +115,20 @@ class VideoDecoder:
         """Time of the last decoded frame, relative to the first (after :meth:`sample`)."""
         return None if self._sampler is None else self._sampler.last_time
 
+    def _rgb(self, frame: av.VideoFrame, short_side: int | None) -> Image.Image:
+        """The frame as an RGB image (mode ``RGBX``: PIL's own 4-byte layout), without copies.
+
+        One reusable scaler context per video, and a PIL image that shares the converted
+        frame's buffer: 3x faster than ``frame.to_image()`` (which rebuilds the scaler and
+        copies twice). JPEG encoders write ``RGBX`` as plain RGB.
+        """
+        width, height = scaled_size(frame.width, frame.height, short_side)
+        rgb = self._reformatter.reformat(frame, width=width, height=height, format="rgb0",
+                                         interpolation="AREA", threads=1)
+        plane = rgb.planes[0]
+        return Image.frombuffer("RGBX", (width, height), plane, "raw", "RGBX",
+                                plane.line_size, 1)
+
     def __enter__(self) -> VideoDecoder:
         return self
 
@@ -138,11 +155,7 @@ class VideoDecoder:
                 timestamp = sampler.offer(frame.pts)
                 if timestamp is None:
                     continue
-                width, height = scaled_size(frame.width, frame.height, short_side)
-                # to_ndarray + fromarray is ~3x faster than to_image in PyAV 18.
-                pixels = frame.to_ndarray(width=width, height=height, format="rgb24",
-                                          interpolation="AREA", threads=1)
-                yield SampledFrame(index, timestamp, frame.pts, Image.fromarray(pixels))
+                yield SampledFrame(index, timestamp, frame.pts, self._rgb(frame, short_side))
                 kept += 1
                 if max_frames and kept >= max_frames:
                     return

@@ -52,7 +52,7 @@ def test_generated_clips_decode_with_expected_kept_count(tmp_path, fmt_index):
     assert kept[0].timestamp == 0
     slots = [int(3 * frame.timestamp) for frame in kept]
     assert slots == sorted(set(slots)), "one kept frame per slot, in order"
-    assert all(frame.image.mode == "RGB" and frame.image.size == (112, 96) for frame in kept)
+    assert all(frame.image.mode == "RGBX" and frame.image.size == (112, 96) for frame in kept)
 
 
 def test_container_is_probed_not_taken_from_the_extension(tmp_path):

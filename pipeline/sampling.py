@@ -60,13 +60,12 @@ class SlotSampler:
 
     def offer(self, pts: int | Fraction | None) -> Fraction | None:
         """Return the frame's relative time in seconds if the frame is kept, else None."""
-        expected = 0 if self._previous is None else self._previous + self._ticks_per_frame
-        if pts is None:
-            ticks = expected
-        else:
-            if self._first is None:
-                self._first = pts - expected
+        if pts is not None and self._first is not None:
             ticks = pts - self._first
+        else:  # no pts, or the first pts: continue one nominal interval after the last frame
+            ticks = 0 if self._previous is None else self._previous + self._ticks_per_frame
+            if pts is not None:
+                self._first = pts - ticks
         self._previous = ticks
         slot = (ticks * self._slot_numerator) // self._slot_denominator
         if slot <= self._last_slot:

@@ -10,8 +10,9 @@ In one run, ``--rounds`` times interleaved, each variant a fresh process tree ti
 
 Reports median wall time, decoded and kept frames/s, peak memory of the whole process tree
 (sampled every 20 ms), the ratios the issue sets targets for, the per-file kept-count agreement
-between the stage, real ffmpeg and :func:`pipeline.sampling.ffmpeg_fps_frame_count`, and the
-no-op ``dvc repro`` time of this repository. Needs Debian's ffmpeg (``apt-get install ffmpeg``).
+between the stage, real ffmpeg and :func:`pipeline.sampling.ffmpeg_fps_frame_count`, the
+no-op ``dvc repro`` time of this repository, and the stage's peak memory on synthetic clips of
+5 s to 160 s (memory must not grow with clip length). Needs Debian's ffmpeg (``apt-get install ffmpeg``).
 
     python benchmarks/decode_bench.py --rounds 3 --json docs/decode_bench.json
 """
@@ -141,6 +142,32 @@ def kept_count_agreement(stage_out: Path, ffmpeg_out: Path) -> dict[str, object]
     }
 
 
+def memory_vs_clip_length(seconds: tuple[float, ...] = (5, 40, 160)) -> dict[str, float]:
+    """Peak RSS of the decode stage (1 worker) on one synthetic clip of each length."""
+    from dataclasses import replace
+
+    from pipeline.synthetic import clip_specs, write_clip
+
+    peaks = {}
+    with tempfile.TemporaryDirectory(prefix="decode-memory-") as scratch:
+        spec = replace(clip_specs(1, seed=0)[0], fps=30, size=(208, 208))
+        for length in seconds:
+            folder = Path(scratch) / f"clip{length:g}"
+            write_clip(replace(spec, seconds=length), folder / "videos" / "clip.mp4")
+            command = [sys.executable, str(Path(__file__).resolve()), "--variant", "stage-one",
+                       "--out", str(folder / "out"), "--workers", "1"]
+            peaks[f"{length:g}s ({int(length * 30)} frames)"] = measure(command)["peak_rss_mb"]
+    return peaks
+
+
+def run_stage_on(folder: str) -> None:
+    from pipeline.config import DecodeConfig
+    from pipeline.ingest import ingest
+
+    root = Path(folder).parent
+    ingest(root / "videos", None, Path(folder), DecodeConfig(workers=1), progress=False)
+
+
 def noop_repro_seconds(repeats: int = 5) -> float:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     dvc = [sys.executable, "-m", "dvc", "repro"]
@@ -168,6 +195,8 @@ def main() -> None:
         return run_stage(args.out, args.workers)
     if args.variant == "ffmpeg":
         return run_ffmpeg(args.out, args.workers)
+    if args.variant == "stage-one":
+        return run_stage_on(args.out)
     if not (POCUS / "videos").is_dir():
         raise SystemExit(f"POCUS videos not found at {POCUS}")
     if shutil.which("ffmpeg") is None:
@@ -206,6 +235,7 @@ def main() -> None:
         "ratio_stage_to_floor": stage / summary["floor"]["wall_s_median"],
         "kept_counts": agreement,
         "noop_dvc_repro_s": noop_repro_seconds(),
+        "peak_rss_mb_by_clip_length": memory_vs_clip_length(),
     }
     shutil.rmtree(scratch)
     text = json.dumps(report, indent=2, default=str)

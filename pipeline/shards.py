@@ -56,7 +56,7 @@ def write_video_shard(path: Path, video_id: str, frames: Iterable[SampledFrame],
 
     Nothing is written at ``path`` if iterating ``frames`` raises.
     """
-    pending = []
+    written = []  # (frame without its image, digest): images are released as they go
     with (atomic_path(path) as temporary,
           tarfile.open(temporary, "w", format=tarfile.USTAR_FORMAT) as tar):
         for kept_index, frame in enumerate(frames):
@@ -67,16 +67,17 @@ def write_video_shard(path: Path, video_id: str, frames: Iterable[SampledFrame],
                         "timestamp_s": float(frame.timestamp), "pts": frame.pts}
             _add_member(tar, f"{key}.jpg", jpeg)
             _add_member(tar, f"{key}.json", json.dumps(metadata, sort_keys=True).encode())
-            pending.append((frame, hashlib.sha256(jpeg).hexdigest()))
+            written.append((metadata, frame.image.size, hashlib.sha256(jpeg).hexdigest()))
     members = member_offsets(path)
     records = []
-    for kept_index, (frame, digest) in enumerate(pending):
-        member = frame_key(video_id, kept_index) + ".jpg"
+    for metadata, (width, height), digest in written:
+        member = frame_key(video_id, metadata["kept_index"]) + ".jpg"
         offset, size = members[member]
         records.append(FrameRecord(
-            video_id=video_id, kept_index=kept_index, frame_index=frame.frame_index,
-            timestamp_s=float(frame.timestamp), pts=frame.pts, member=member, offset=offset,
-            size=size, width=frame.image.width, height=frame.image.height, sha256=digest))
+            video_id=video_id, kept_index=metadata["kept_index"],
+            frame_index=metadata["frame_index"], timestamp_s=metadata["timestamp_s"],
+            pts=metadata["pts"], member=member, offset=offset, size=size, width=width,
+            height=height, sha256=digest))
     return records
 
 

@@ -1,8 +1,10 @@
 """Per-video tars: WebDataset-readable, offsets byte-exact, atomic, deterministic."""
 
+import gc
 import hashlib
 import io
 import tarfile
+import weakref
 from fractions import Fraction
 
 import numpy as np
@@ -71,3 +73,19 @@ def test_short_read_is_an_error(tmp_path):
     record = write_video_shard(shard, VIDEO, frames(1))[0]
     with pytest.raises(OSError, match="short read"):
         read_member(shard, shard.stat().st_size - 10, record.size)
+
+
+def test_frames_are_released_as_they_are_written(tmp_path):
+    """Memory stays flat in clip length: no kept image outlives its own write."""
+    alive = []
+
+    def tracked():
+        for frame in frames(30):
+            gc.collect()
+            assert sum(ref() is not None for ref in alive) <= 1
+            alive.append(weakref.ref(frame.image))
+            yield frame
+
+    write_video_shard(tmp_path / "x.tar", VIDEO, tracked())
+    gc.collect()
+    assert all(ref() is None for ref in alive)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -55,7 +56,7 @@ def video_files() -> list[str]:
 
 
 def run_floor(workers: int) -> None:
-    with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:  # as the stage
         total = sum(pool.map(decode_only, video_files()))
     print(json.dumps({"decoded": total}))
 
@@ -86,7 +87,10 @@ def run_ffmpeg(out: str, workers: int) -> None:
 
 
 def measure(command: list[str]) -> dict[str, float]:
-    """Wall time and peak RSS (sum over the process tree) of a command."""
+    """Wall time, CPU time (user + sys of the whole process tree) and peak RSS (sum over the
+    tree, sampled every 20 ms) of a command. CPU time is far less sensitive than wall time to
+    other load on a shared machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     process = psutil.Popen(command, cwd=REPO, stdout=subprocess.PIPE)
     peak, done = 0, threading.Event()
@@ -109,7 +113,9 @@ def measure(command: list[str]) -> dict[str, float]:
     sampler.join()
     if process.returncode:
         raise SystemExit(f"{command} failed with exit code {process.returncode}")
-    return {"wall_s": wall, "peak_rss_mb": peak / 2**20, "stdout": stdout.decode()}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak / 2**20, "stdout": stdout.decode()}
 
 
 def kept_count_agreement(stage_out: Path, ffmpeg_out: Path) -> dict[str, object]:
@@ -221,18 +227,26 @@ def main() -> None:
     agreement = kept_count_agreement(scratch / "stage-0", scratch / "ffmpeg-0")
     summary = {name: {"wall_s_median": statistics.median(r["wall_s"] for r in runs),
                       "wall_s_all": [round(r["wall_s"], 2) for r in runs],
+                      "cpu_s_median": statistics.median(r["cpu_s"] for r in runs),
                       "peak_rss_mb_max": max(r["peak_rss_mb"] for r in runs)}
                for name, runs in results.items()}
+
+    def paired(name: str, baseline: str, key: str = "wall_s") -> dict[str, float]:
+        """Ratios within each round (same machine state), then their median and range."""
+        ratios = [a[key] / b[key] for a, b in zip(results[name], results[baseline])]
+        return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
     stage = summary["stage"]["wall_s_median"]
     report = {
         "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, PyAV {av.__version__}",
-        "files": agreement["files"], "decoded_frames": decoded,
+        "files": agreement["files"], "decoded_frames": decoded, "rounds": args.rounds,
         "variants": summary,
         "stage_decoded_fps": decoded / stage,
         "stage_kept_fps": agreement["stage_total"] / stage,
-        "ratio_stage_to_ffmpeg_loop": stage / summary["ffmpeg"]["wall_s_median"],
-        "ratio_stage_to_ffmpeg_p2": stage / summary["ffmpeg_p2"]["wall_s_median"],
-        "ratio_stage_to_floor": stage / summary["floor"]["wall_s_median"],
+        "wall_ratio_stage_to_ffmpeg_loop": paired("stage", "ffmpeg"),
+        "wall_ratio_stage_to_ffmpeg_p2": paired("stage", "ffmpeg_p2"),
+        "wall_ratio_stage_to_floor": paired("stage", "floor"),
+        "cpu_ratio_stage_to_floor": paired("stage", "floor", "cpu_s"),
         "kept_counts": agreement,
         "noop_dvc_repro_s": noop_repro_seconds(),
         "peak_rss_mb_by_clip_length": memory_vs_clip_length(),

@@ -74,6 +74,7 @@ class DecodeConfig:
     min_frames: int = 1
     workers: int = 2
     strict: bool = False
+    skip_nonref: bool = True
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
@@ -90,7 +91,7 @@ class DecodeConfig:
             raise ValueError(f"decode.workers must be >= 1, got {self.workers}")
 
     def cache_fields(self) -> dict[str, Any]:
-        """The fields that change a shard or a status (workers and strict do not)."""
+        """The fields that change a shard or a status (workers, strict, skip_nonref do not)."""
         return {"rate": self.rate, "max_frames": self.max_frames, "short_side": self.short_side,
                 "jpeg_quality": self.jpeg_quality, "min_frames": self.min_frames}
 

@@ -21,7 +21,7 @@ from pipeline.shards import write_video_shard
 from pipeline.video import DecodeError, VideoDecoder
 
 SHARDS_DIR = "shards"
-FORMAT_VERSION = 1  # bump when shard or receipt contents change for the same params
+FORMAT_VERSION = 2  # bump when shard or receipt contents change for the same params
 RECEIPT_SUFFIX = ".receipt.json"
 TRUNCATED_FRACTION = 0.9  # decoded span below this share of the declared duration = truncated
 
@@ -65,7 +65,7 @@ def video_row(task: DecodeTask, **values: object) -> dict[str, object]:
     row: dict[str, object] = dict(
         video_id=task.video_id, source_path=task.relative_path,
         content_sha256=task.content_sha256, size_bytes=task.source.stat().st_size,
-        decoded_frames=0, kept_frames=0, error=None)
+        frames=0, decoded_frames=0, kept_frames=0, error=None)
     row.update(values)
     return row
 
@@ -87,9 +87,11 @@ def decode_video(task: DecodeTask) -> VideoResult:
                          duration_s=info.stream_duration_s or info.container_duration_s)
             records = write_video_shard(
                 shard, task.video_id,
-                decoder.sample(config.rate, config.max_frames, config.short_side),
+                decoder.sample(config.rate, config.max_frames, config.short_side,
+                               config.skip_nonref),
                 config.jpeg_quality)
-            probe.update(decoded_frames=decoder.decoded_frames, kept_frames=len(records))
+            probe.update(frames=decoder.frames, decoded_frames=decoder.decoded_frames,
+                         kept_frames=len(records))
             if not config.max_frames or len(records) < config.max_frames:  # decoded to the end
                 probe["duration_s"] = _decoded_duration(decoder)
                 _check_not_truncated(probe["duration_s"], info.stream_duration_s)
@@ -104,8 +106,8 @@ def decode_video(task: DecodeTask) -> VideoResult:
         shard.unlink(missing_ok=True)
         status = error.status if isinstance(error, DecodeError) else "error"
         message = str(error) if isinstance(error, DecodeError) else f"{type(error).__name__}: {error}"
-        probe.pop("decoded_frames", None)
-        probe.pop("kept_frames", None)
+        for count in ("frames", "decoded_frames", "kept_frames"):
+            probe.pop(count, None)
         result = VideoResult(video_row(task, **probe, status=status, error=message))
     write_json(task.shard_dir / f"{task.video_id}{RECEIPT_SUFFIX}",
                {"cache_key": task.cache_key, "video": result.video, "frames": result.frames})

@@ -30,7 +30,8 @@ VIDEO_SCHEMA = pa.schema([
     ("height", pa.int32()),
     ("fps", pa.float64()),               # nominal (guessed) frame rate of the stream
     ("duration_s", pa.float64()),        # decoded span + one frame; header value if not decoded
-    ("decoded_frames", pa.int32()),
+    ("frames", pa.int32()),              # frames in the stream (up to max_frames' cut)
+    ("decoded_frames", pa.int32()),      # of those, decoded (the rest: skipped non-reference)
     ("kept_frames", pa.int32()),
     ("label", pa.string()),
     ("probe", pa.string()),

@@ -52,6 +52,32 @@ class SlotSampler:
         self._first: int | Fraction | None = None
         self._previous: int | Fraction | None = None  # relative ticks of the last frame offered
         self._last_slot = -1
+        self._announced: list[int | Fraction] = []  # pts announced before the first frame
+        self._earliest_in_slot: dict[int, int | Fraction] = {}
+
+    def _slot(self, pts: int | Fraction) -> int:
+        return ((pts - self._first) * self._slot_numerator) // self._slot_denominator
+
+    def announce(self, pts: int | Fraction) -> None:
+        """Tell the sampler a frame with this pts is coming (its packet is about to be decoded)."""
+        if self._first is None:
+            self._announced.append(pts)
+            return
+        slot = self._slot(pts)
+        if pts < self._earliest_in_slot.get(slot, pts + 1):
+            self._earliest_in_slot[slot] = pts
+
+    def will_drop(self, pts: int | Fraction) -> bool:
+        """True if a frame with this pts cannot be kept, whatever frames come later.
+
+        That is so once its slot is used, or once an earlier frame of its slot has been
+        announced. Lets a decoder skip frames before decoding them (see
+        :meth:`pipeline.video.VideoDecoder.sample`). Always False before the first frame.
+        """
+        if self._first is None:
+            return False
+        slot = self._slot(pts)
+        return slot <= self._last_slot or self._earliest_in_slot.get(slot, pts) < pts
 
     @property
     def last_time(self) -> Fraction | None:
@@ -66,6 +92,8 @@ class SlotSampler:
             ticks = 0 if self._previous is None else self._previous + self._ticks_per_frame
             if pts is not None:
                 self._first = pts - ticks
+                for announced in self._announced:
+                    self.announce(announced)
         self._previous = ticks
         slot = (ticks * self._slot_numerator) // self._slot_denominator
         if slot <= self._last_slot:

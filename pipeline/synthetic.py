@@ -53,7 +53,8 @@ FORMATS = (
     VideoFormat(".avi", "avi", "mjpeg", "yuvj420p", (("q:v", "3"),)),
     VideoFormat(".gif", "gif", "gif", "gray"),
     # MPEG-2 allows only the broadcast rates.
-    VideoFormat(".mpeg", "mpeg", "mpeg2video", "yuv420p", (("q:v", "3"),), (24, 25, 30)),
+    VideoFormat(".mpeg", "mpeg", "mpeg2video", "yuv420p", (("q:v", "3"), ("bf", "2")),
+                (24, 25, 30)),
 )
 
 

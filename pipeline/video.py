@@ -8,6 +8,7 @@ variable frame rates are all normal input here.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,6 +19,10 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from pipeline.sampling import SlotSampler
+
+
+# Decoders whose skip_frame=NONREF skips only frames that no other frame references.
+NONREF_SKIPPING_CODECS = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4"})
 
 
 class DecodeError(Exception):
@@ -43,8 +48,8 @@ class StreamInfo:
 
 @dataclass(frozen=True)
 class SampledFrame:
-    """One kept frame: its decode-order index, its time relative to the first frame, the image
-    (RGB, in PIL mode ``RGBX``)."""
+    """One kept frame: its index in the stream, its time relative to the first frame, the RGB
+    image."""
 
     frame_index: int
     timestamp: Fraction
@@ -79,7 +84,8 @@ class VideoDecoder:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.decoded_frames = 0
+        self.frames = 0  # frames of the stream passed so far, decoded or skipped
+        self.skipped_frames = 0  # of those, skipped undecoded (non-reference, not keepable)
         self._sampler: SlotSampler | None = None
         self._reformatter = VideoReformatter()
         if self.path.stat().st_size == 0:
@@ -111,23 +117,21 @@ class VideoDecoder:
         self._fallback_interval = 1 / rate if rate else None
 
     @property
+    def decoded_frames(self) -> int:
+        """Frames actually decoded so far."""
+        return self.frames - self.skipped_frames
+
+    @property
     def last_timestamp(self) -> Fraction | None:
         """Time of the last decoded frame, relative to the first (after :meth:`sample`)."""
         return None if self._sampler is None else self._sampler.last_time
 
     def _rgb(self, frame: av.VideoFrame, short_side: int | None) -> Image.Image:
-        """The frame as an RGB image (mode ``RGBX``: PIL's own 4-byte layout), without copies.
-
-        One reusable scaler context per video, and a PIL image that shares the converted
-        frame's buffer: 3x faster than ``frame.to_image()`` (which rebuilds the scaler and
-        copies twice). JPEG encoders write ``RGBX`` as plain RGB.
-        """
+        """The frame as an RGB image, converted by one scaler context reused for the video
+        (``frame.to_image()`` builds a new one per call: 3x slower on POCUS frames)."""
         width, height = scaled_size(frame.width, frame.height, short_side)
-        rgb = self._reformatter.reformat(frame, width=width, height=height, format="rgb0",
-                                         interpolation="AREA", threads=1)
-        plane = rgb.planes[0]
-        return Image.frombuffer("RGBX", (width, height), plane, "raw", "RGBX",
-                                plane.line_size, 1)
+        return self._reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                                          interpolation="AREA", threads=1).to_image()
 
     def __enter__(self) -> VideoDecoder:
         return self
@@ -138,32 +142,55 @@ class VideoDecoder:
     def close(self) -> None:
         self._container.close()
 
-    def sample(self, rate: float, max_frames: int | None = None,
-               short_side: int | None = None) -> Iterator[SampledFrame]:
+    def sample(self, rate: float, max_frames: int | None = None, short_side: int | None = None,
+               skip_nonref: bool = True) -> Iterator[SampledFrame]:
         """Yield the frames kept by the slot rule (:mod:`pipeline.sampling`), as RGB images.
 
-        Stops decoding once ``max_frames`` frames are kept. Raises :class:`DecodeError` when the
-        stream breaks before any frame is decoded, or mid-stream (message gives the frame).
+        Stops decoding once ``max_frames`` frames are kept. With ``skip_nonref`` (codecs in
+        :data:`NONREF_SKIPPING_CODECS`), a packet whose frame cannot be kept is sent with
+        ``skip_frame=NONREF``: the decoder skips it if no other frame references it (typically
+        B-frames), otherwise decodes it as usual; kept frames, their indices and ``frames`` are
+        the same as without skipping (-9 % decode time on POCUS, 21 % of frames skipped).
+        Raises :class:`DecodeError` when the stream breaks (message says how far it got).
         """
         sampler = self._sampler = SlotSampler(
             rate, _rational(self._stream.time_base) or Fraction(1), self._fallback_interval)
-        kept = 0
+        context = self._stream.codec_context
+        skipping = skip_nonref and context.name in NONREF_SKIPPING_CODECS
+        skipped: list[int] = []  # pts of skipped packets whose frame has not (yet) come out
+        kept = decoded = 0
         try:
-            for frame in self._container.decode(self._stream):
-                index = self.decoded_frames
-                self.decoded_frames += 1
-                timestamp = sampler.offer(frame.pts)
-                if timestamp is None:
-                    continue
-                yield SampledFrame(index, timestamp, frame.pts, self._rgb(frame, short_side))
-                kept += 1
-                if max_frames and kept >= max_frames:
-                    return
+            for packet in self._container.demux(self._stream):
+                pts = packet.pts if packet.size and not packet.is_discard else None
+                if skipping and pts is not None:
+                    skip = sampler.will_drop(pts)
+                    sampler.announce(pts)
+                    context.skip_frame = "NONREF" if skip else "DEFAULT"
+                    if skip:
+                        bisect.insort(skipped, pts)
+                for frame in context.decode(packet):
+                    if skipped and frame.pts is not None:
+                        position = bisect.bisect_left(skipped, frame.pts)
+                        if position < len(skipped) and skipped[position] == frame.pts:
+                            del skipped[position]  # a reference frame: decoded after all
+                        self.skipped_frames = position  # skipped frames before this one
+                    index = decoded + self.skipped_frames  # the frame's place in the stream
+                    decoded += 1
+                    self.frames = index + 1
+                    timestamp = sampler.offer(frame.pts)
+                    if timestamp is None:
+                        continue
+                    yield SampledFrame(index, timestamp, frame.pts, self._rgb(frame, short_side))
+                    kept += 1
+                    if max_frames and kept >= max_frames:
+                        return
+            self.skipped_frames = len(skipped)
+            self.frames = decoded + len(skipped)
         except av.error.FFmpegError as error:
             where = "at the first frame"
-            if self.decoded_frames:
+            if self.frames:
                 declared = self.info.stream_duration_s
-                where = (f"after {self.decoded_frames} frames ({float(sampler.last_time):.2f} s"
+                where = (f"after {self.frames} frames ({float(sampler.last_time):.2f} s"
                          + (f" of {declared:.2f} s declared" if declared else "")
                          + "; corrupt or cut short)")
             raise DecodeError("decode_error", f"decoding failed {where}: {error}") from error

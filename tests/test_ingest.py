@@ -1,6 +1,10 @@
 """The decode stage on real files: bad inputs, incremental runs, resume, determinism."""
 
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -166,7 +170,7 @@ def test_manifest_rows_agree_with_the_sampling_rule(decoded_sample):
         slots = (frames["timestamp_s"] * 3 + 1e-9).astype(int).tolist()
         assert slots == list(range(len(slots))), "gap-free clips fill consecutive slots"
         assert frames["frame_index"].is_monotonic_increasing
-        assert video.duration_s == pytest.approx(video.decoded_frames / video.fps, rel=0.05)
+        assert video.duration_s == pytest.approx(video.frames / video.fps, rel=0.05)
 
 
 def test_labels_are_joined_and_missing_rows_reported(sample_videos, tmp_path):
@@ -183,3 +187,43 @@ def test_labels_are_joined_and_missing_rows_reported(sample_videos, tmp_path):
     for row in labels.itertuples():
         assert videos.loc[row.path, "label"] == row.label
         assert videos.loc[row.path, "group"] == row.group
+
+
+def test_killed_stage_resumes_and_ends_like_an_uninterrupted_run(sample_videos, tmp_path):
+    """SIGKILL the decode stage after its first video, rerun it: only the rest is decoded and
+    the outputs equal those of a run that was never interrupted."""
+    videos = tmp_path / "videos"
+    for copy in range(3):  # 24 clips, so the kill lands mid-run
+        for clip_path in (sample_videos / "videos").iterdir():
+            target = videos / f"copy{copy}" / clip_path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(clip_path, target)
+    script = ("import sys; from pathlib import Path; from pipeline.config import DecodeConfig; "
+              "from pipeline.ingest import ingest; "
+              "s = ingest(Path(sys.argv[1]), None, Path(sys.argv[2]), DecodeConfig(workers=1), "
+              "progress=False); print(s.decoded, s.reused)")
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-c", script, str(videos), str(killed)],
+                               stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list((killed / "shards").glob(f"*{RECEIPT_SUFFIX}")):
+        assert process.poll() is None, "the stage finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / VIDEOS_FILE).exists()
+
+    done = subprocess.run([sys.executable, "-c", script, str(videos), str(killed)],
+                          capture_output=True, text=True, check=True)
+    decoded, reused = map(int, done.stdout.split())
+    assert reused >= 1 and decoded + reused == 24 and decoded >= 1
+    assert not list((killed / "shards").glob(".tmp-*"))
+
+    clean = tmp_path / "clean"
+    ingest(videos, None, clean, CONFIG, progress=False)
+    for name in (VIDEOS_FILE, FRAMES_FILE):
+        pd.testing.assert_frame_equal(pd.read_parquet(killed / name),
+                                      pd.read_parquet(clean / name))
+    assert {p.name: p.read_bytes() for p in (killed / "shards").glob("*.tar")} == \
+        {p.name: p.read_bytes() for p in (clean / "shards").glob("*.tar")}

@@ -8,6 +8,7 @@ timestamps from a separate decode pass, and against ffmpeg ``fps=3`` semantics.
 from fractions import Fraction
 
 import av
+import pandas as pd
 import pytest
 
 from pipeline.config import DecodeConfig
@@ -55,13 +56,30 @@ def test_kept_counts_follow_the_rule_and_ffmpeg_within_one(decoded):
     differences = []
     for video in manifest.videos.itertuples():
         times, last_duration = frame_times(root / "videos" / video.source_path)
-        assert video.decoded_frames == len(times)
+        assert video.frames == len(times)
+        assert video.decoded_frames <= video.frames
         kept = kept_indices(times, 3)
         frames = manifest.frames_of(video.video_id)
         assert frames["frame_index"].tolist() == kept, video.source_path
         ffmpeg = ffmpeg_fps_frame_count([t for t in times if t is not None], last_duration)
         differences.append(video.kept_frames - ffmpeg)
     assert set(differences) <= {-1, 0, 1}
+
+
+def test_skipping_non_reference_frames_changes_no_output(decoded, tmp_path):
+    name, root, manifest = decoded
+    if name != "pocus":
+        pytest.skip("one codec mix is enough: POCUS has h264, mpeg2, mpeg4, mjpeg, gif")
+    out = tmp_path / "full"
+    ingest(root / "videos", root / "labels.csv", out,
+           DecodeConfig(workers=2, skip_nonref=False), progress=False)
+    full = load_manifest(out)
+    assert (full.videos["decoded_frames"] == full.videos["frames"]).all()
+    skipped = (manifest.videos["frames"] - manifest.videos["decoded_frames"]).sum()
+    assert skipped > 0.1 * manifest.videos["frames"].sum()
+    columns = ["video_id", "kept_index", "frame_index", "timestamp_s", "pts", "sha256"]
+    pd.testing.assert_frame_equal(full.frames[columns], manifest.frames[columns])
+    assert full.videos["frames"].tolist() == manifest.videos["frames"].tolist()
 
 
 def test_shards_reread_byte_exact_by_offset(decoded):

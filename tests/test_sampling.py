@@ -72,6 +72,25 @@ def test_pts_in_time_base_ticks_use_exact_integer_slots():
     assert sampler.last_time == Fraction(49, 25)
 
 
+def test_will_drop_only_frames_that_cannot_be_kept():
+    # Decode order of an I P B B stream at 9 fps: pts 0, 3, 1, 2, 6, 4, 5; slots of 1/3 s are
+    # pts 0-2, 3-5, 6-8.
+    sampler = SlotSampler(3, time_base=Fraction(1, 9))
+    assert not sampler.will_drop(0)  # nothing known before the first frame
+    for pts in (0, 3, 1):
+        sampler.announce(pts)
+    assert sampler.offer(0) == 0  # slot 0 used
+    assert sampler.will_drop(1) and sampler.will_drop(2)  # slot 0
+    assert not sampler.will_drop(3)  # the earliest announced frame of slot 1
+    sampler.announce(6)
+    sampler.announce(4)
+    assert sampler.will_drop(4) and sampler.will_drop(5)  # slot 1: pts 3 comes first
+    assert not sampler.will_drop(6)  # slot 2
+    sampler.announce(5)
+    assert sampler.offer(3) == Fraction(1, 3)
+    assert sampler.will_drop(3), "a used slot never reopens"
+
+
 def test_rejects_non_positive_rate():
     with pytest.raises(ValueError, match="positive"):
         SlotSampler(0)

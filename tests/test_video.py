@@ -41,10 +41,10 @@ def test_generated_clips_decode_with_expected_kept_count(tmp_path, fmt_index):
         info = decoder.info
     if fmt.extension == ".gif":
         times = gif_frame_times(path)  # GIF delays are centiseconds: not exactly 1/fps
-        assert decoder.decoded_frames == len(times) == frame_count
+        assert decoder.frames == len(times) == frame_count
         expected = len({int(3 * t) for t in times})
     else:
-        assert decoder.decoded_frames == frame_count
+        assert decoder.frames == frame_count
         expected = int(3 * Fraction(frame_count - 1, fps)) + 1
     assert len(kept) == expected
     assert info.codec == {"libx264": "h264"}.get(fmt.codec, fmt.codec)
@@ -52,7 +52,7 @@ def test_generated_clips_decode_with_expected_kept_count(tmp_path, fmt_index):
     assert kept[0].timestamp == 0
     slots = [int(3 * frame.timestamp) for frame in kept]
     assert slots == sorted(set(slots)), "one kept frame per slot, in order"
-    assert all(frame.image.mode == "RGBX" and frame.image.size == (112, 96) for frame in kept)
+    assert all(frame.image.mode == "RGB" and frame.image.size == (112, 96) for frame in kept)
 
 
 def test_container_is_probed_not_taken_from_the_extension(tmp_path):
@@ -68,7 +68,7 @@ def test_max_frames_stops_decoding_early(tmp_path):
     with VideoDecoder(path) as decoder:
         kept = list(decoder.sample(3, max_frames=4))
         assert len(kept) == 4
-        assert decoder.decoded_frames == 31  # frame 30 (t = 1.0 s) is the 4th kept frame
+        assert decoder.frames == 31  # frame 30 (t = 1.0 s) is the 4th kept frame
 
 
 def test_short_side_resize_keeps_aspect(tmp_path):
@@ -103,3 +103,18 @@ def test_errors_name_the_problem(tmp_path):
         with pytest.raises(DecodeError, match=words) as caught:
             VideoDecoder(path)
         assert caught.value.status == status
+
+
+@pytest.mark.parametrize("fmt_index", [0, 3])  # h264 and mpeg2: both have B-frames
+def test_skipping_non_reference_frames_keeps_the_same_frames(tmp_path, fmt_index):
+    _, path = make_clip(tmp_path, fmt_index, FORMATS[fmt_index].frame_rates[-1], 4.0)
+    outputs = {}
+    for skip in (False, True):
+        with VideoDecoder(path) as decoder:
+            kept = [(f.frame_index, f.timestamp, f.pts, f.image.tobytes())
+                    for f in decoder.sample(3, skip_nonref=skip)]
+            outputs[skip] = (kept, decoder.frames, decoder.decoded_frames)
+    assert outputs[True][0] == outputs[False][0]
+    assert outputs[True][1] == outputs[False][1] == outputs[False][2]
+    assert outputs[True][2] < outputs[True][1], "some frames were skipped undecoded"
+

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 from rich.table import Table
 
@@ -60,7 +59,7 @@ def summary(dataset: DatasetOption = "pretrain", data_root: DataRootOption = Pat
                   f"{info['groups']} groups")
     for key in ("by_status", "by_label", "by_probe", "by_container"):
         if info[key]:
-            console.print(counts_table(key.removeprefix("by_"), _series(info[key], key)))
+            console.print(counts_table(key.removeprefix("by_"), info[key]))
     stats = Table(title="distributions (ok videos)")
     for column in ("", "min", "median", "mean", "max"):
         stats.add_column(column, justify="right")
@@ -69,12 +68,6 @@ def summary(dataset: DatasetOption = "pretrain", data_root: DataRootOption = Pat
         stats.add_row(key, *("-" if values[s] is None else f"{values[s]:.2f}"
                              for s in ("min", "median", "mean", "max")))
     console.print(stats)
-
-
-def _series(counts: dict[str, int], name: str) -> pd.Series:
-    series = pd.Series(counts)
-    series.index.name = name.removeprefix("by_")
-    return series
 
 
 @app.command()
@@ -106,7 +99,7 @@ def sheet(video_id: str,
     _video_or_exit(manifest, video_id)
     try:
         image = contact_sheet(manifest, video_id, columns, width)
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # no kept frames; shard missing or unreadable
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
     save_image(image, output)

@@ -71,7 +71,7 @@ class DecodeConfig:
     max_frames: int | None = None
     short_side: int | None = None
     jpeg_quality: int = 95
-    min_frames: int = 1
+    min_frames: int = 2
     workers: int = 2
     strict: bool = False
     skip_nonref: bool = True
@@ -91,9 +91,11 @@ class DecodeConfig:
             raise ValueError(f"decode.workers must be >= 1, got {self.workers}")
 
     def cache_fields(self) -> dict[str, Any]:
-        """The fields that change a shard or a status (workers, strict, skip_nonref do not)."""
-        return {"rate": self.rate, "max_frames": self.max_frames, "short_side": self.short_side,
-                "jpeg_quality": self.jpeg_quality, "min_frames": self.min_frames}
+        """The fields that change a shard or a manifest row (workers and strict do not;
+        skip_nonref changes only ``decoded_frames``)."""
+        return {"rate": float(self.rate), "max_frames": self.max_frames,
+                "short_side": self.short_side, "jpeg_quality": self.jpeg_quality,
+                "min_frames": self.min_frames, "skip_nonref": self.skip_nonref}
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ def failures_table(videos: pd.DataFrame, title: str = "videos that failed") -> T
     return table
 
 
-def counts_table(title: str, counts: pd.Series) -> Table:
-    table = Table(title=title)
-    table.add_column(counts.index.name or "value")
+def counts_table(name: str, counts: dict[str, int]) -> Table:
+    """Videos per value of ``name`` (e.g. per label)."""
+    table = Table(title=name)
+    table.add_column(name)
     table.add_column("videos", justify="right")
     for key, value in counts.items():
         table.add_row(str(key), str(value))

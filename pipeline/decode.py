@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import av
+import PIL
+
+from pipeline import sampling, shards, video
 from pipeline.atomic import write_json
 from pipeline.config import DecodeConfig
 from pipeline.shards import write_video_shard
 from pipeline.video import DecodeError, VideoDecoder
 
 SHARDS_DIR = "shards"
-FORMAT_VERSION = 2  # bump when shard or receipt contents change for the same params
 RECEIPT_SUFFIX = ".receipt.json"
 TRUNCATED_FRACTION = 0.9  # decoded span below this share of the declared duration = truncated
 
@@ -54,9 +58,23 @@ class VideoResult:
         return self.video["status"] == "ok"
 
 
+def _decoder_fingerprint() -> str:
+    """Digest of the code and libraries that shape a shard: the decode path's source files and
+    the PyAV/FFmpeg and Pillow versions. Any change to them invalidates every receipt."""
+    modules = (sampling, shards, sys.modules[__name__], video)
+    digest = hashlib.sha256(f"av {av.__version__} pillow {PIL.__version__}".encode())
+    for module in modules:
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+DECODER_FINGERPRINT = _decoder_fingerprint()
+
+
 def cache_key(content_sha256: str, config: DecodeConfig) -> str:
+    """What a receipt must match to be reused: source content, params, decoder code."""
     payload = json.dumps({"sha256": content_sha256, "decode": config.cache_fields(),
-                          "format": FORMAT_VERSION}, sort_keys=True)
+                          "decoder": DECODER_FINGERPRINT}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -64,8 +82,7 @@ def video_row(task: DecodeTask, **values: object) -> dict[str, object]:
     """The task's ``videos.parquet`` row (labels excluded), updated with ``values``."""
     row: dict[str, object] = dict(
         video_id=task.video_id, source_path=task.relative_path,
-        content_sha256=task.content_sha256, size_bytes=task.source.stat().st_size,
-        frames=0, decoded_frames=0, kept_frames=0, error=None)
+        content_sha256=task.content_sha256, size_bytes=task.source.stat().st_size, error=None)
     row.update(values)
     return row
 
@@ -78,39 +95,42 @@ def decode_video(task: DecodeTask) -> VideoResult:
     """
     shard = task.shard_dir / f"{task.video_id}.tar"
     config = task.config
-    probe: dict[str, object] = {}
+    stream_info: dict[str, object] = {}
     try:
         with VideoDecoder(task.source) as decoder:
             info = decoder.info
-            probe = dict(container=info.container, codec=info.codec, width=info.width,
-                         height=info.height, fps=info.nominal_fps,
-                         duration_s=info.stream_duration_s or info.container_duration_s)
+            stream_info = dict(
+                container=info.container, codec=info.codec, width=info.width,
+                height=info.height, fps=info.nominal_fps,
+                duration_s=info.stream_duration_s or info.container_duration_s)
             records = write_video_shard(
                 shard, task.video_id,
                 decoder.sample(config.rate, config.max_frames, config.short_side,
                                config.skip_nonref),
                 config.jpeg_quality)
-            probe.update(frames=decoder.frames, decoded_frames=decoder.decoded_frames,
-                         kept_frames=len(records))
+            stream_info.update(frames=decoder.frames, decoded_frames=decoder.decoded_frames,
+                               kept_frames=len(records))
             if not config.max_frames or len(records) < config.max_frames:  # decoded to the end
-                probe["duration_s"] = _decoded_duration(decoder)
-                _check_not_truncated(probe["duration_s"], info.stream_duration_s)
+                stream_info["duration_s"] = _decoded_duration(decoder)
+                _check_not_truncated(stream_info["duration_s"], info.stream_duration_s)
         if len(records) < config.min_frames:
             raise DecodeError("too_short", f"kept {len(records)} frame(s) at {config.rate:g} fps, "
                                            f"fewer than decode.min_frames={config.min_frames}")
         shard_name = f"{SHARDS_DIR}/{shard.name}"
         result = VideoResult(
-            video_row(task, **probe, status="ok", shard=shard_name),
+            video_row(task, **stream_info, status="ok", shard=shard_name),
             [dict(asdict(record), shard=shard_name) for record in records])
     except Exception as error:  # noqa: BLE001 - one bad video must never stop the others
         shard.unlink(missing_ok=True)
-        status = error.status if isinstance(error, DecodeError) else "error"
-        message = str(error) if isinstance(error, DecodeError) else f"{type(error).__name__}: {error}"
+        expected = isinstance(error, DecodeError)
+        status = error.status if expected else "error"
+        message = str(error) if expected else f"{type(error).__name__}: {error}"
         for count in ("frames", "decoded_frames", "kept_frames"):
-            probe.pop(count, None)
-        result = VideoResult(video_row(task, **probe, status=status, error=message))
-    write_json(task.shard_dir / f"{task.video_id}{RECEIPT_SUFFIX}",
-               {"cache_key": task.cache_key, "video": result.video, "frames": result.frames})
+            stream_info.pop(count, None)
+        result = VideoResult(video_row(task, **stream_info, status=status, error=message))
+    if result.video["status"] != "error":  # an unexpected error (e.g. disk full): retry next run
+        write_json(task.shard_dir / f"{task.video_id}{RECEIPT_SUFFIX}",
+                   {"cache_key": task.cache_key, "video": result.video, "frames": result.frames})
     return result
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -24,7 +25,7 @@ from pipeline.config import DecodeConfig
 from pipeline.decode import (RECEIPT_SUFFIX, SHARDS_DIR, DecodeTask, VideoResult, decode_video,
                              load_receipt, video_row)
 from pipeline.manifest import FRAME_SCHEMA, FRAMES_FILE, VIDEO_SCHEMA, VIDEOS_FILE, write_table
-from pipeline.sources import SourceVideo, discover, file_sha256, video_id
+from pipeline.sources import LABEL_COLUMNS, SourceVideo, discover, file_sha256, video_id
 
 
 @dataclass
@@ -65,26 +66,40 @@ def _run_tasks(tasks: list[DecodeTask], workers: int, progress: bool) -> list[Vi
     Workers are forked: they start instantly with everything already imported (spawn or a
     forkserver would re-import the calling script in every worker: +0.7 s here), and callers
     need no ``__main__`` guard. They are forked on the first submit, before the progress bar
-    starts its monitor thread, so no lock is inherited mid-use.
+    starts its monitor thread, so no lock is inherited mid-use. If a worker dies (a crash
+    inside FFmpeg on a corrupt file), the pool is lost: the unfinished tasks are then rerun one
+    process each, so only the video that crashes fails.
     """
-    results = []
+    results: list[VideoResult] = []
     if workers == 1 or len(tasks) <= 1:
         with tqdm(total=len(tasks), desc="decode", unit="video", disable=not progress) as bar:
             for task in tasks:
                 results.append(decode_video(task))
                 bar.update()
         return results
+    unfinished = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
         futures = {pool.submit(decode_video, task): task for task in tasks}
         with tqdm(total=len(tasks), desc="decode", unit="video", disable=not progress) as bar:
             for future in as_completed(futures):
                 try:
                     results.append(future.result())
-                except Exception as error:  # noqa: BLE001 - a crashed worker (e.g. a segfault)
-                    results.append(VideoResult(video_row(
-                        futures[future], status="crashed", error=f"worker crashed: {error!r}")))
-                bar.update()
+                    bar.update()
+                except BrokenProcessPool:
+                    unfinished.append(futures[future])
+    # Forked only now that the pool's and the bar's threads are gone.
+    results += [_run_isolated(task) for task in unfinished]
     return results
+
+
+def _run_isolated(task: DecodeTask) -> VideoResult:
+    """One task in a process of its own: a crash there fails this video only."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork")) as pool:
+        try:
+            return pool.submit(decode_video, task).result()
+        except BrokenProcessPool:
+            return VideoResult(video_row(task, status="crashed", error=(
+                "the decoding process died on this video (a crash inside FFmpeg?)")))
 
 
 def ingest(videos_dir: Path, labels_csv: Path | None, out_dir: Path, config: DecodeConfig,
@@ -93,9 +108,11 @@ def ingest(videos_dir: Path, labels_csv: Path | None, out_dir: Path, config: Dec
 
     Rows of labels.csv that name no file get status ``missing``.
     """
-    sources, missing = discover(Path(videos_dir), labels_csv)
+    computed = frozenset(VIDEO_SCHEMA.names) - LABEL_COLUMNS
+    sources, missing = discover(Path(videos_dir), labels_csv, reserved=computed)
     shard_dir = Path(out_dir) / SHARDS_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(Path(out_dir))
     removed = _remove_stale(shard_dir, {source.video_id for source in sources})
     tasks = [_task(source, shard_dir, config) for source in sources]
     cached = {task.video_id: load_receipt(task) for task in tasks}

@@ -45,7 +45,7 @@ VIDEO_SCHEMA = pa.schema([
 FRAME_SCHEMA = pa.schema([
     ("video_id", pa.string()),
     ("kept_index", pa.int32()),          # 0.. within the video
-    ("frame_index", pa.int32()),         # decode-order index in the source video
+    ("frame_index", pa.int32()),         # index in the source, presentation order
     ("timestamp_s", pa.float64()),       # relative to the video's first frame
     ("pts", pa.int64()),
     ("shard", pa.string()),

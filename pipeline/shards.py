@@ -4,8 +4,9 @@ Sample key: ``<video_id>/<kept:06d>`` (no dots, so WebDataset's key split is saf
 ``<key>.jpg`` (the frame) and ``<key>.json`` (video id, frame index, timestamp, pts). Tars are
 written under a temporary name and renamed, with fixed member mtimes, so a shard is either
 complete or absent and the same input gives the same bytes. They are written with the standard
-library's ``tarfile`` exactly as ``webdataset.TarWriter`` does (USTAR members, sorted extensions
-per sample), without importing webdataset, which imports torch (1.4 s per decode worker). The byte offset and size of every
+library's ``tarfile`` in the layout ``webdataset.TarWriter`` produces (plain USTAR members,
+extensions of a sample in sorted order; owner, mode and mtime fixed), without importing
+webdataset, which imports torch (1.4 s per decode worker). The byte offset and size of every
 member are recorded so a loader can read one frame with one ``seek`` + ``read``.
 """
 

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-LABEL_COLUMNS = ("label", "probe", "group", "uncertain")
+LABEL_COLUMNS = frozenset({"label", "probe", "group", "uncertain"})
 NOT_VIDEO_SUFFIXES = {".csv", ".txt", ".md", ".json", ".yaml", ".yml", ".parquet", ".pdf"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 _MAX_STEM = 60
@@ -78,27 +78,47 @@ def list_video_files(root: Path) -> list[str]:
     return sorted(files)
 
 
-def read_labels(csv_path: Path) -> pd.DataFrame:
-    """Read a labels.csv; ``path`` is required and unique, all other columns are kept as text."""
+def read_labels(csv_path: Path, reserved: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """Read a labels.csv; ``path`` is required and unique, all other columns are kept as text.
+
+    Paths are normalised (``./a.mp4`` and ``a.mp4`` name the same file). Columns in ``reserved``
+    (names the pipeline computes itself) are an error rather than silently overwritten.
+    """
     if not csv_path.is_file():
-        raise FileNotFoundError(f"labels file not found: {csv_path}")
+        raise FileNotFoundError(f"labels file not found: {csv_path} (for unlabelled videos set "
+                                "the dataset's labels param to null)")
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     if "path" not in table.columns:
         raise ValueError(f"{csv_path}: no 'path' column (columns: {', '.join(table.columns)})")
+    clashing = sorted(set(table.columns) & reserved)
+    if clashing:
+        raise ValueError(f"{csv_path}: column(s) {', '.join(clashing)} clash with columns the "
+                         "pipeline computes; rename them")
+    table["path"] = [PurePosixPath(path.strip().replace("\\", "/")).as_posix()
+                     for path in table["path"]]
     duplicated = table["path"][table["path"].duplicated()].tolist()
     if duplicated:
         raise ValueError(f"{csv_path}: paths listed twice: {', '.join(duplicated[:5])}")
     return table
 
 
-def discover(root: Path, labels_csv: Path | None
+def discover(root: Path, labels_csv: Path | None, reserved: frozenset[str] = frozenset()
              ) -> tuple[list[SourceVideo], dict[str, dict[str, object]]]:
-    """The dataset's videos, and the labels.csv rows that name no file (by path; not raised)."""
+    """The dataset's videos, and the labels.csv rows that name no file (by path; not raised).
+
+    ``reserved``: column names labels.csv may not use (see :func:`read_labels`).
+    """
     files = list_video_files(root)
+    if not files:
+        raise FileNotFoundError(f"no video files found under {root}")
     rows: dict[str, dict[str, object]] = {}
     if labels_csv is not None:
-        table = read_labels(labels_csv)
+        table = read_labels(labels_csv, reserved)
         rows = {row.pop("path"): row for row in table.to_dict("records")}
+        if rows and not set(rows) & set(files):
+            raise ValueError(f"{labels_csv}: no path matches a file under {root} (paths must be "
+                             f"relative to that folder; first row: {next(iter(rows))!r}, first "
+                             f"file: {files[0]!r})")
     missing = {path: rows[path] for path in sorted(set(rows) - set(files))}
     sources = [SourceVideo(root, path, rows.get(path, {})) for path in files]
     ids = [source.video_id for source in sources]

@@ -58,7 +58,12 @@ def assign_parts(videos: pd.DataFrame, shares: Sequence[float], seed: int) -> pd
         part = int(np.argmax(score))
         assigned[part] += vector
         part_of_group[group] = part
-    return groups.map(part_of_group).astype(int)
+    parts = groups.map(part_of_group).astype(int)
+    empty = sorted(set(range(len(targets))) - set(parts))
+    if empty:
+        raise ValueError(f"part(s) {empty} of the split got no video: {len(counts)} groups are "
+                         "too few or too uneven for these shares")
+    return parts
 
 
 def train_val_split(videos: pd.DataFrame, val_fraction: float, seed: int) -> pd.Series:

@@ -21,8 +21,9 @@ from PIL import Image
 from pipeline.sampling import SlotSampler
 
 
-# Decoders whose skip_frame=NONREF skips only frames that no other frame references.
-NONREF_SKIPPING_CODECS = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4"})
+# Decoders whose skip_frame=NONREF skips only frames no other frame references, and whose
+# skipping was checked to leave every kept frame bit-identical (synthetic clips, POCUS).
+NONREF_SKIPPING_CODECS = frozenset({"h264", "mpeg2video", "mpeg4"})
 
 
 class DecodeError(Exception):

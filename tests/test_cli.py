@@ -87,3 +87,11 @@ def test_errors_lists_failed_videos(tmp_path, sample_videos):
     failed = json.loads(run("errors", "-d", tmp_path / "out", "--json").output)
     assert [(f["source_path"], f["status"]) for f in failed] == [("broken.mp4", "unreadable")]
     assert "broken.mp4" in run("errors", "-d", tmp_path / "out").output
+
+
+def test_sheet_with_a_missing_shard_says_so(dataset, tmp_path):
+    row = load_manifest(dataset).videos.iloc[0]
+    (dataset / row.shard).unlink()
+    result = run("sheet", row.video_id, "-d", dataset, "-o", tmp_path / "s.png")
+    assert result.exit_code == 2 and "No such file" in result.output
+    assert not (tmp_path / "s.png").exists()

@@ -1,5 +1,6 @@
 """The decode stage on real files: bad inputs, incremental runs, resume, determinism."""
 
+import os
 import shutil
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import DecodeConfig
-from pipeline.decode import RECEIPT_SUFFIX
+from pipeline.decode import RECEIPT_SUFFIX, decode_video
 from pipeline.ingest import ingest
 from pipeline.manifest import FRAMES_FILE, VIDEOS_FILE, load_manifest
 from pipeline.synthetic import FORMATS, ClipSpec, write_clip
@@ -227,3 +228,22 @@ def test_killed_stage_resumes_and_ends_like_an_uninterrupted_run(sample_videos, 
                                       pd.read_parquet(clean / name))
     assert {p.name: p.read_bytes() for p in (killed / "shards").glob("*.tar")} == \
         {p.name: p.read_bytes() for p in (clean / "shards").glob("*.tar")}
+
+
+def _die_on_crash_videos(task):
+    """Stands in for decode_video in forked workers: a worker process dies on 'crash' files."""
+    if "crash" in task.relative_path:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return decode_video(task)
+
+
+def test_a_worker_that_dies_fails_only_its_own_video(sample_videos, tmp_path, monkeypatch):
+    videos = tmp_path / "videos"
+    shutil.copytree(sample_videos / "videos", videos)
+    shutil.copy(next(videos.glob("*.mp4")), videos / "crash me.mp4")
+    monkeypatch.setattr("pipeline.ingest.decode_video", _die_on_crash_videos)
+    summary = ingest(videos, None, tmp_path / "out", replace(CONFIG, workers=2), progress=False)
+    statuses = load_manifest(tmp_path / "out").videos.set_index("source_path")["status"]
+    assert statuses["crash me.mp4"] == "crashed"
+    assert (statuses.drop("crash me.mp4") == "ok").all() and len(statuses) == 9
+    assert summary.counts == {"ok": 8, "crashed": 1}

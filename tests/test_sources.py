@@ -59,3 +59,30 @@ def test_discover_joins_labels_and_reports_missing(tmp_path):
     assert sources[0].labels == {"label": "covid", "probe": "convex", "group": "p1"}
     assert sources[1].labels == {}
     assert list(missing) == ["gone.mp4"] and missing["gone.mp4"]["label"] == "regular"
+
+
+def test_labels_paths_are_normalised_and_reserved_columns_refused(tmp_path):
+    videos = tmp_path / "videos"
+    (videos / "convex").mkdir(parents=True)
+    (videos / "convex" / "a.mp4").write_bytes(b"x")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\n./convex/a.mp4 ,covid\n")
+    sources, missing = discover(videos, labels)
+    assert sources[0].labels == {"label": "covid"} and not missing
+    labels.write_text("path,label,status\nconvex/a.mp4,covid,ok\n")
+    with pytest.raises(ValueError, match="status clash"):
+        discover(videos, labels, reserved=frozenset({"status"}))
+
+
+def test_labels_that_match_no_file_and_empty_folders_are_errors(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    with pytest.raises(FileNotFoundError, match="no video files found"):
+        discover(videos, None)
+    (videos / "a.mp4").write_bytes(b"x")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\nvideos/a.mp4,covid\n")
+    with pytest.raises(ValueError, match="no path matches a file"):
+        discover(videos, labels)
+    with pytest.raises(FileNotFoundError, match="labels param to null"):
+        discover(videos, tmp_path / "nope.csv")

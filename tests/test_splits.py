@@ -84,3 +84,10 @@ def test_split_table_excludes_failed_videos_and_adds_folds():
     assert len(result) == len(videos) - 5
     assert list(result.columns) == ["video_id", "group", "label", "split", "fold"]
     assert "fold" not in split_table(videos, 0.2, 0).columns
+
+
+def test_a_part_left_empty_is_an_error_not_a_silent_split():
+    videos = pd.DataFrame({"video_id": ["a", "b"], "group": ["g1", "g2"],
+                           "label": ["covid", "regular"], "status": "ok"})
+    with pytest.raises(ValueError, match="got no video"):
+        train_val_split(videos, 0.2, 0)

@@ -71,7 +71,7 @@ class DecodeConfig:
     max_frames: int | None = None
     short_side: int | None = None
     jpeg_quality: int = 95
-    min_frames: int = 2
+    min_frames: int = 1
     workers: int = 2
     strict: bool = False
     skip_nonref: bool = True

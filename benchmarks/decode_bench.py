@@ -12,7 +12,8 @@ Reports median wall time, decoded and kept frames/s, peak memory of the whole pr
 (sampled every 20 ms), the ratios the issue sets targets for, the per-file kept-count agreement
 between the stage, real ffmpeg and :func:`pipeline.sampling.ffmpeg_fps_frame_count`, the
 no-op ``dvc repro`` time of this repository, and the stage's peak memory on synthetic clips of
-5 s to 160 s (memory must not grow with clip length). Needs Debian's ffmpeg (``apt-get install ffmpeg``).
+5 s to 160 s (memory must not grow with clip length). Needs Debian's ffmpeg
+(``apt-get install ffmpeg``).
 
     python benchmarks/decode_bench.py --rounds 3 --json docs/decode_bench.json
 """
@@ -210,7 +211,8 @@ def main() -> None:
 
     me = [sys.executable, str(Path(__file__).resolve())]
     variants = {
-        "stage": lambda out: me + ["--variant", "stage", "--out", out, "--workers", str(args.workers)],
+        "stage": lambda out: me + ["--variant", "stage", "--out", out, "--workers",
+                                   str(args.workers)],
         "floor": lambda out: me + ["--variant", "floor", "--workers", str(args.workers)],
         "ffmpeg": lambda out: me + ["--variant", "ffmpeg", "--out", out, "--workers", "1"],
         "ffmpeg_p2": lambda out: me + ["--variant", "ffmpeg", "--out", out, "--workers",
@@ -233,12 +235,13 @@ def main() -> None:
 
     def paired(name: str, baseline: str, key: str = "wall_s") -> dict[str, float]:
         """Ratios within each round (same machine state), then their median and range."""
-        ratios = [a[key] / b[key] for a, b in zip(results[name], results[baseline])]
+        ratios = [a[key] / b[key] for a, b in zip(results[name], results[baseline], strict=True)]
         return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
 
     stage = summary["stage"]["wall_s_median"]
     report = {
-        "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, PyAV {av.__version__}",
+        "machine": (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+                    f"PyAV {av.__version__}"),
         "files": agreement["files"], "decoded_frames": decoded, "rounds": args.rounds,
         "variants": summary,
         "stage_decoded_fps": decoded / stage,

@@ -11,7 +11,13 @@ import typer
 from rich.table import Table
 
 from pipeline.console import console, counts_table, failures_table
-from pipeline.inspection import contact_sheet, dataset_summary, save_image, verify, video_details
+from pipeline.inspection import (
+    contact_sheet,
+    dataset_summary,
+    save_image,
+    verify,
+    video_details,
+)
 from pipeline.manifest import Manifest, load_manifest
 
 app = typer.Typer(help="Inspect uspipe datasets (decoded shards + Parquet manifests).",

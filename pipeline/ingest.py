@@ -22,9 +22,22 @@ from tqdm import tqdm
 
 from pipeline.atomic import remove_stale_temporaries
 from pipeline.config import DecodeConfig
-from pipeline.decode import (RECEIPT_SUFFIX, SHARDS_DIR, DecodeTask, VideoResult, decode_video,
-                             load_receipt, video_row)
-from pipeline.manifest import FRAME_SCHEMA, FRAMES_FILE, VIDEO_SCHEMA, VIDEOS_FILE, write_table
+from pipeline.decode import (
+    RECEIPT_SUFFIX,
+    SHARDS_DIR,
+    DecodeTask,
+    VideoResult,
+    decode_video,
+    load_receipt,
+    video_row,
+)
+from pipeline.manifest import (
+    FRAME_SCHEMA,
+    FRAMES_FILE,
+    VIDEO_SCHEMA,
+    VIDEOS_FILE,
+    write_table,
+)
 from pipeline.sources import LABEL_COLUMNS, SourceVideo, discover, file_sha256, video_id
 
 

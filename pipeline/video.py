@@ -20,7 +20,6 @@ from PIL import Image
 
 from pipeline.sampling import SlotSampler
 
-
 # Decoders whose skip_frame=NONREF skips only frames no other frame references, and whose
 # skipping was checked to leave every kept frame bit-identical (synthetic clips, POCUS).
 NONREF_SKIPPING_CODECS = frozenset({"h264", "mpeg2video", "mpeg4"})

@@ -23,7 +23,8 @@ def main(dataset: str, out: Path = Path("data")) -> None:
     if ok == 0:
         sys.exit(f"decode@{dataset}: no video decoded")
     if config.strict and summary.failures:
-        sys.exit(f"decode@{dataset}: {len(summary.failures)} video(s) failed and decode.strict is set")
+        sys.exit(f"decode@{dataset}: {len(summary.failures)} video(s) failed "
+                 "and decode.strict is set")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Stage split@<dataset>: seeded grouped stratified train/val split (+ k folds) of decoded videos."""
+"""Stage split@<dataset>: seeded grouped stratified train/val split (+ k folds) of videos."""
 
 from pathlib import Path
 

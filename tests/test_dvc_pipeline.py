@@ -1,4 +1,4 @@
-"""``dvc repro`` on the embedded sample in a fresh copy of the project; the second run is a no-op."""
+"""``dvc repro`` on the embedded sample in a fresh copy of the project; a rerun is a no-op."""
 
 import os
 import shutil

@@ -46,7 +46,7 @@ def test_webdataset_reads_samples_with_dotless_keys_and_metadata(tmp_path):
     dataset = wds.WebDataset(str(shard), shardshuffle=False).decode("pil")
     samples = list(dataset)
     assert [s["__key__"] for s in samples] == [f"{VIDEO}/{i:06d}" for i in range(4)]
-    for sample, record in zip(samples, records):
+    for sample, record in zip(samples, records, strict=True):
         assert sample["json"] == {"video_id": VIDEO, "kept_index": record.kept_index,
                                   "frame_index": record.frame_index,
                                   "timestamp_s": record.timestamp_s, "pts": record.pts}

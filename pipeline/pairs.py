@@ -93,9 +93,9 @@ def plan_pair(rng: np.random.Generator, frame_count: int, spec: PairSpec) -> Pai
     mode = spec.mode
     if (mode == "ppi" and frame_count < 3) or (mode == "two_frames" and frame_count < 2):
         mode = "two_frames" if frame_count == 2 else "same_frame"
-    if mode == "same_frame":
+    if mode == "same_frame":  # two views of one frame, each its own augmentation
         frame = int(rng.integers(frame_count))
-        return PairPlan((frame, frame, frame), (1.0, 1.0))
+        return PairPlan((frame, frame, frame), (0.0, 0.0))
     if mode == "two_frames":
         first, second = _two_distinct(rng, frame_count, spec.max_distance)
         return PairPlan((first, first, second), (1.0, 0.0))

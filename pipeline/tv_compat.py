@@ -8,7 +8,8 @@ Defining the two operators (with torchvision's schemas) before the import lets i
 ``nms`` also gets a plain CPU kernel so ``torch.ops.torchvision.nms`` works. Where the extension
 loads (the GPU machines' CUDA builds) nothing is changed.
 
-Usage, everywhere in this project: ``from pipeline.tv_compat import torchvision``.
+Usage, everywhere in this project: ``from pipeline.tv_compat import torchvision`` (and
+``transforms_v2`` for ``torchvision.transforms.v2``).
 """
 
 from __future__ import annotations
@@ -88,5 +89,6 @@ def ensure_torchvision_ops() -> bool:
 ensure_torchvision_ops()
 
 import torchvision  # noqa: E402 - must follow the operator definitions
+from torchvision.transforms import v2 as transforms_v2  # noqa: E402
 
-__all__ = ["ensure_torchvision_ops", "greedy_nms", "torchvision"]
+__all__ = ["ensure_torchvision_ops", "greedy_nms", "torchvision", "transforms_v2"]

@@ -63,7 +63,7 @@ def test_short_videos_fall_back():
     rng = np.random.default_rng(0)
     one = plan_pair(rng, 1, PairSpec())
     assert one.frames == (0, 0, 0)
-    assert one.view(0) == ((0, 1.0), (0, 0.0)) and one.view(1) == ((0, 1.0), (0, 0.0))
+    assert one.view(0) == ((0, 0.0), (0, 1.0)) and one.view(1) == ((0, 0.0), (0, 1.0))
     two = plan_pair(rng, 2, PairSpec())
     assert {two.view(0)[0][0], two.view(1)[1][0]} == {0, 1}, "the two views are the two frames"
     assert two.view(0)[0][1] == 1.0 and two.view(1)[1][1] == 1.0

@@ -1,0 +1,62 @@
+"""Per-view augmentation of pretraining frames (``docs/method-spec.md`` §3.1).
+
+Resize to a square, random resized crop, horizontal flip, colour jitter, normalisation, as in
+the released USCL/HiCo and Meta-USCL code, with their values as presets. Randomness comes from
+the global torch generator: :mod:`pipeline.loader` seeds it per sample, so a sample's views do
+not depend on which worker draws them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from pipeline.tv_compat import transforms_v2 as v2
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """One view's augmentation; defaults are USCL/HiCo's (code = paper, §3.1)."""
+
+    size: int = 224
+    crop_scale: tuple[float, float] = (0.8, 1.0)
+    crop_ratio: tuple[float, float] = (0.8, 1.25)
+    flip: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.2)  # b, c, s, hue
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+
+
+AUGMENT_PRESETS = {
+    "uscl": AugmentSpec(),
+    "hico": AugmentSpec(),
+    # Meta-USCL code defaults: crop from 0.7, jitter strength j = 0.8 (0.64/0.64/0.64/0.16),
+    # its own normalisation; the paper's best (Table VII) is crop 0.85, j = 0.6.
+    "meta_uscl_code": AugmentSpec(size=64, crop_scale=(0.7, 1.0),
+                                  jitter=(0.64, 0.64, 0.64, 0.16), mean=(0.18,) * 3,
+                                  std=(0.24,) * 3),
+    "meta_uscl_paper": AugmentSpec(size=224, crop_scale=(0.85, 1.0),
+                                   jitter=(0.48, 0.48, 0.48, 0.12), mean=(0.18,) * 3,
+                                   std=(0.24,) * 3),
+}
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """uint8 RGB image -> float tensor (3, H, W) in [0, 1]."""
+    return v2.functional.to_dtype(v2.functional.pil_to_tensor(image.convert("RGB")),
+                                  torch.float32, scale=True)
+
+
+def view_transform(spec: AugmentSpec, size: int | None = None) -> v2.Compose:
+    """The random transform of one view, on a float (3, H, W) tensor in [0, 1]."""
+    size = size or spec.size
+    return v2.Compose([
+        v2.Resize((size, size), antialias=True),
+        v2.RandomResizedCrop(size, scale=spec.crop_scale, ratio=spec.crop_ratio,
+                             antialias=True),
+        v2.RandomHorizontalFlip(spec.flip),
+        v2.ColorJitter(*spec.jitter),
+        v2.Normalize(spec.mean, spec.std),
+    ])

@@ -1,0 +1,90 @@
+"""The shard-native pair loader on decoded sample clips."""
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import pipeline.loader as loader_module
+from pipeline.augment import AugmentSpec
+from pipeline.loader import PairDataset
+from pipeline.manifest import load_manifest
+from pipeline.pairs import PairSpec
+
+SMALL = AugmentSpec(size=32)
+
+
+def dataset(decoded_sample, **overrides):
+    manifest = load_manifest(decoded_sample)
+    videos = manifest.videos["video_id"].tolist()
+    options = dict(labels=list(range(len(videos))), pairs=PairSpec(), augment=SMALL,
+                   mix_first=True, batch_size=3, seed=0, drop_last=False)
+    options.update(overrides)
+    return PairDataset(manifest, videos, **options)
+
+
+def test_batches_hold_distinct_videos_with_their_labels(decoded_sample):
+    data = dataset(decoded_sample)
+    batches = list(data)
+    assert [len(b["video"]) for b in batches] == [3, 3, 2]
+    for batch in batches:
+        assert batch["view1"].shape == batch["view2"].shape == (len(batch["video"]), 3, 32, 32)
+        assert len(set(batch["video"].tolist())) == len(batch["video"])
+        assert torch.equal(batch["label"], batch["video"])  # labels were 0..7 by position
+        assert torch.isfinite(batch["view1"]).all()
+    assert sorted(v for b in batches for v in b["video"].tolist()) == list(range(8))
+
+
+def test_same_seed_same_batches_whatever_the_workers(decoded_sample):
+    reference = list(dataset(decoded_sample))
+    again = list(dataset(decoded_sample))
+    parallel = list(DataLoader(dataset(decoded_sample), batch_size=None, num_workers=2))
+    key = lambda batch: batch["video"][0].item()  # noqa: E731
+    for other in (again, parallel):
+        for a, b in zip(sorted(reference, key=key), sorted(other, key=key), strict=True):
+            assert torch.equal(a["video"], b["video"])
+            assert torch.equal(a["view1"], b["view1"]) and torch.equal(a["view2"], b["view2"])
+    other_seed = list(dataset(decoded_sample, seed=1))
+    assert not torch.equal(reference[0]["view1"], other_seed[0]["view1"])
+
+
+def test_new_epoch_new_pairs(decoded_sample):
+    data = dataset(decoded_sample)
+    first = data.pair(0)
+    data.set_epoch(1)
+    assert not torch.equal(first[0], data.pair(0)[0])
+
+
+def test_only_the_sampled_frames_are_read(decoded_sample, monkeypatch):
+    reads = []
+    original = loader_module.read_member
+
+    def counting(path, offset, size):
+        reads.append((path, offset))
+        return original(path, offset, size)
+
+    monkeypatch.setattr(loader_module, "read_member", counting)
+    data = dataset(decoded_sample)
+    list(data)
+    per_video = {}
+    for path, offset in reads:
+        per_video.setdefault(path, set()).add(offset)
+    assert len(per_video) == 8
+    assert all(len(offsets) <= 3 for offsets in per_video.values())
+    assert len(reads) == sum(len(offsets) for offsets in per_video.values()), "no frame twice"
+
+
+@pytest.mark.parametrize("mix_first", [True, False])
+@pytest.mark.parametrize("mode", ["same_frame", "two_frames", "ppi"])
+def test_the_two_views_differ_in_every_mode(decoded_sample, mode, mix_first):
+    data = dataset(decoded_sample, pairs=PairSpec(mode=mode), mix_first=mix_first)
+    view1, view2 = data.pair(2)
+    assert view1.shape == (3, 32, 32) and not torch.equal(view1, view2)
+
+
+def test_unlabelled_videos_and_missing_frames(decoded_sample):
+    data = dataset(decoded_sample, labels=None)
+    assert (next(iter(data))["label"] == -1).all()
+    manifest = load_manifest(decoded_sample)
+    with pytest.raises(ValueError, match="no frames"):
+        PairDataset(manifest, ["nope"], None, PairSpec(), SMALL, True, 2)
+    assert len(data) == 3

@@ -1,0 +1,19 @@
+"""SimCLR baseline: two augmentations of one frame, frames sampled as images (Chen et al.
+2020), so two frames of one video can be negatives of each other (the "similarity conflict")."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pipeline.methods.base import MethodConfig, register
+from pipeline.methods.uscl import USCL
+
+
+@register("simclr")
+class SimCLR(USCL):
+    """USCL's model and NT-Xent without the supervised branch, on frame-level batches."""
+
+    frame_level = True
+
+    def __init__(self, config: MethodConfig) -> None:
+        super().__init__(replace(config, supervised_weight=0.0))

@@ -21,7 +21,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from pipeline.augment import AugmentSpec, to_tensor, view_transform
 from pipeline.losses import UNLABELLED
 from pipeline.manifest import Manifest
-from pipeline.pairs import PairSpec, plan_pair, video_batches
+from pipeline.pairs import PairPlan, PairSpec, plan_pair, video_batches
 from pipeline.shards import read_member
 
 
@@ -51,6 +51,9 @@ def _seed(*parts: int) -> int:
 class PairDataset(IterableDataset):
     """Yields batches ``{"view1", "view2": (B, 3, S, S), "label": (B,), "video": (B,)}``.
 
+    One pair per video per epoch (SPG), or with ``frame_level`` one pair per frame (two
+    augmentations of it), frames shuffled across videos as in SimCLR.
+
     Args:
         manifest: the decoded dataset.
         video_ids: the videos to draw from (e.g. the train split).
@@ -63,9 +66,14 @@ class PairDataset(IterableDataset):
 
     def __init__(self, manifest: Manifest, video_ids: list[str], labels: list[int] | None,
                  pairs: PairSpec, augment: AugmentSpec, mix_first: bool, batch_size: int,
-                 seed: int = 0, drop_last: bool = True) -> None:
+                 seed: int = 0, drop_last: bool = True, frame_level: bool = False) -> None:
         super().__init__()
         self.locations = frame_index(manifest, video_ids)
+        # An item is (video, frame): frame None = the pair is planned from the whole video.
+        self.items: list[tuple[int, int | None]] = (
+            [(video, frame) for video, frames in enumerate(self.locations)
+             for frame in range(len(frames))] if frame_level
+            else [(video, None) for video in range(len(self.locations))])
         self.labels = torch.tensor(labels if labels is not None else
                                    [UNLABELLED] * len(video_ids), dtype=torch.long)
         self.pairs, self.augment, self.mix_first = pairs, augment, mix_first
@@ -78,12 +86,12 @@ class PairDataset(IterableDataset):
         self.epoch = epoch
 
     def batches(self) -> list[list[int]]:
-        """This rank's batches of video indices for the current epoch."""
+        """This rank's batches of item indices for the current epoch."""
         rank, world = 0, 1
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
         rng = np.random.default_rng(_seed(self.seed, self.epoch))
-        return video_batches(len(self.locations), self.batch_size, rng, rank, world,
+        return video_batches(len(self.items), self.batch_size, rng, rank, world,
                              self.drop_last)
 
     def __len__(self) -> int:
@@ -95,21 +103,24 @@ class PairDataset(IterableDataset):
         if worker is not None:
             batches = batches[worker.id::worker.num_workers]
         for batch in batches:
-            views = [self.pair(video) for video in batch]
+            views = [self.pair(item) for item in batch]
+            videos = torch.tensor([self.items[item][0] for item in batch])
             yield {"view1": torch.stack([v[0] for v in views]),
                    "view2": torch.stack([v[1] for v in views]),
-                   "label": self.labels[batch], "video": torch.tensor(batch)}
+                   "label": self.labels[videos], "video": videos}
 
-    def pair(self, video: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two views of one video for the current epoch (deterministic).
+    def pair(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two views of one item for the current epoch (deterministic).
 
         View k is ``w_k * anchor + (1 - w_k) * perturbation_k``, mixed before augmenting the
         view (``mix_first``) or from separately augmented frames, the anchor augmented once
         and shared by both views (USCL/HiCo code).
         """
-        sample_seed = _seed(self.seed, self.epoch, video)
+        sample_seed = _seed(self.seed, self.epoch, item)
+        video, frame = self.items[item]
         locations = self.locations[video]
-        plan = plan_pair(np.random.default_rng(sample_seed), len(locations), self.pairs)
+        plan = (PairPlan((frame, frame, frame), (0.0, 0.0)) if frame is not None
+                else plan_pair(np.random.default_rng(sample_seed), len(locations), self.pairs))
         first, anchor, last = plan.frames
         images = {index: to_tensor(_read_image(locations[index])) for index in set(plan.frames)}
         parts = ((first, plan.weights[0]), (last, plan.weights[1]))

@@ -88,3 +88,14 @@ def test_unlabelled_videos_and_missing_frames(decoded_sample):
     with pytest.raises(ValueError, match="no frames"):
         PairDataset(manifest, ["nope"], None, PairSpec(), SMALL, True, 2)
     assert len(data) == 3
+
+
+def test_frame_level_batches_mix_frames_of_videos(decoded_sample):
+    manifest = load_manifest(decoded_sample)
+    data = dataset(decoded_sample, frame_level=True, batch_size=16)
+    batches = list(data)
+    assert sum(len(b["video"]) for b in batches) == len(manifest.frames)
+    assert any(len(set(b["video"].tolist())) < len(b["video"]) for b in batches), \
+        "frames of one video can meet in a batch (SimCLR's similarity conflict)"
+    view1, view2 = data.pair(0)
+    assert not torch.equal(view1, view2)

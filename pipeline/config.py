@@ -121,11 +121,46 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Pretraining (``train:`` in params.yaml); the paper schedule is 300 epochs, batch 32,
+    224 px, 10 constant epochs (method-spec §7). Defaults are CPU-sized for the sample."""
+
+    method: str = "uscl"
+    preset: str = "code"
+    backbone: str = "resnet18"
+    imagenet: bool | str = False
+    image_size: int = 64
+    epochs: int = 3
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    constant_epochs: int = 10
+    seed: int = 0
+    workers: int = 2
+    label_fraction: float = 1.0
+    pair_mode: str = "ppi"
+    mix_alpha: float = 0.5
+    mix_beta: float = 0.5
+    temperature: float = 0.5
+    supervised_weight: float = 0.2
+    amp: bool = True
+    channels_last: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.label_fraction <= 1:
+            raise ValueError(f"train.label_fraction must be in [0, 1], got {self.label_fraction}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError("train.epochs must be >= 1 and train.batch_size >= 2")
+
+
+@dataclass(frozen=True)
 class Params:
     sample: SampleConfig = field(default_factory=SampleConfig)
     data: dict[str, DatasetConfig] = field(default_factory=dict)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.data:
@@ -134,7 +169,8 @@ class Params:
         return self.data[name]
 
 
-SECTIONS = {"sample": SampleConfig, "decode": DecodeConfig, "split": SplitConfig}
+SECTIONS = {"sample": SampleConfig, "decode": DecodeConfig, "split": SplitConfig,
+            "train": TrainConfig}
 
 
 def parse_params(raw: dict[str, Any], where: str = "params.yaml") -> Params:

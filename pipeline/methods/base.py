@@ -76,6 +76,10 @@ class Method(nn.Module):
         """Loss terms on a batch ``{"view1", "view2", "label"}``; ``"total"`` is optimised."""
         raise NotImplementedError
 
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The loss terms: calling the module (not :meth:`loss`) lets DDP sync gradients."""
+        return self.loss(batch)
+
     def supervised_total(self, ce_1: torch.Tensor, ce_2: torch.Tensor) -> torch.Tensor:
         """The two views' supervised terms: weighted per view (code) or averaged (paper)."""
         weight = self.config.supervised_weight

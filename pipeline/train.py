@@ -1,0 +1,219 @@
+"""The pretraining engine: one loop for every method, from CPU to multi-GPU.
+
+Adam with weight decay and the papers' schedule (constant, then cosine to 0; method-spec §7),
+bf16 autocast on GPU (fp32 on CPU), optional channels_last and ``torch.compile``, DDP when
+started by ``torchrun`` (gloo on CPU, NCCL on GPU). Every epoch ends with an atomic checkpoint;
+a rerun resumes from it and, on CPU, ends with the same weights as an uninterrupted run. Output:
+the backbone as a torchvision ``state_dict`` plus a JSON card; dvclive logs per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pipeline.atomic import atomic_path, write_json
+from pipeline.augment import AugmentSpec
+from pipeline.config import TrainConfig
+from pipeline.loader import PairDataset
+from pipeline.losses import UNLABELLED
+from pipeline.manifest import Manifest
+from pipeline.methods import Method, MethodConfig, build_method
+from pipeline.models import torchvision_state_dict
+from pipeline.pairs import PairSpec
+
+CHECKPOINT = "checkpoint.pt"
+BACKBONE = "backbone.pt"
+CARD = "card.json"
+
+
+def pair_spec(config: TrainConfig) -> tuple[PairSpec, bool]:
+    """Pair drawing and mix order for USCL-style methods (method-spec §2.1): the released
+    code draws three frames in any order, one shared weight, augments then mixes; the paper
+    draws them in time order, two independent weights, mixes then augments."""
+    code = config.preset == "code"
+    spec = PairSpec(mode=config.pair_mode, alpha=config.mix_alpha, beta=config.mix_beta,
+                    chronological=not code, shared_weight=code)
+    return spec, not code
+
+
+def learning_rate_factor(epoch: int, config: TrainConfig) -> float:
+    """Constant for ``constant_epochs`` epochs, then cosine annealing to 0 at ``epochs``."""
+    if epoch < config.constant_epochs:
+        return 1.0
+    span = max(1, config.epochs - config.constant_epochs)
+    return 0.5 * (1 + math.cos(math.pi * (epoch - config.constant_epochs) / span))
+
+
+def label_indices(videos: pd.DataFrame, fraction: float, seed: int) -> tuple[list[int], list[str]]:
+    """Class index per video, with only a seeded ``fraction`` of the labelled videos keeping
+    their label (at least one when ``fraction`` > 0); the rest are UNLABELLED."""
+    classes = sorted(videos["label"].dropna().unique())
+    labels = [classes.index(label) if isinstance(label, str) else UNLABELLED
+              for label in videos["label"]]
+    labelled = [i for i, label in enumerate(labels) if label != UNLABELLED]
+    keep = math.ceil(fraction * len(labelled)) if fraction > 0 else 0
+    chosen = set(np.random.default_rng(seed).permutation(labelled)[:keep].tolist())
+    return [label if i in chosen else UNLABELLED for i, label in enumerate(labels)], classes
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Distributed:
+    """Join the process group ``torchrun`` describes (WORLD_SIZE > 1); a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return Distributed(torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def pretrain(manifest: Manifest, train_videos: pd.DataFrame, config: TrainConfig,
+             out_dir: Path, progress: bool = True) -> dict[str, object]:
+    """Pretrain ``config.method`` on ``train_videos`` and write the backbone and its card."""
+    out_dir = Path(out_dir)
+    dist = init_distributed()
+    device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(config.seed)
+    labels, classes = label_indices(train_videos, config.label_fraction, config.seed)
+    method = build_method(config.method, MethodConfig(
+        backbone=config.backbone, imagenet=config.imagenet, preset=config.preset,
+        num_classes=max(1, len(classes)), temperature=config.temperature,
+        supervised_weight=config.supervised_weight)).to(device)
+    if config.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    history: list[dict[str, float]] = []
+    if method.trains:
+        history = _train(method, manifest, train_videos, labels, config, out_dir, dist, device,
+                         progress)
+    card = {"method": config.method, "preset": config.preset, "backbone": config.backbone,
+            "classes": classes, "train_videos": len(train_videos),
+            "labelled_videos": sum(label != UNLABELLED for label in labels),
+            "epochs": config.epochs if method.trains else 0, "params": asdict(config),
+            "data": _data_fingerprint(manifest, train_videos),
+            "final_losses": history[-1] if history else {}}
+    if dist.main:
+        with atomic_path(out_dir / BACKBONE) as temporary:
+            torch.save(torchvision_state_dict(method.backbone), temporary)
+        write_json(out_dir / CARD, card)
+    return card
+
+
+def _data_fingerprint(manifest: Manifest, videos: pd.DataFrame) -> str:
+    rows = manifest.frames[manifest.frames["video_id"].isin(videos["video_id"])]
+    return str(pd.util.hash_pandas_object(rows["sha256"], index=False).sum())
+
+
+def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: list[int],
+           config: TrainConfig, out_dir: Path, dist: Distributed, device: torch.device,
+           progress: bool) -> list[dict[str, float]]:
+    pairs, mix_first = pair_spec(config)
+    data = PairDataset(manifest, videos["video_id"].tolist(), labels, pairs,
+                       replace(AugmentSpec(), size=config.image_size), mix_first,
+                       config.batch_size, config.seed, frame_level=method.frame_level)
+    loader = DataLoader(data, batch_size=None, num_workers=config.workers,
+                        persistent_workers=False)
+    model = method
+    if dist.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            method, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+    step = torch.compile(model) if config.compile else model
+    optimiser = torch.optim.Adam(method.parameters(), lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda epoch: learning_rate_factor(epoch, config))
+    run_key = json.dumps({"params": asdict(config),
+                          "data": _data_fingerprint(manifest, videos)}, sort_keys=True)
+    start, history = _resume(out_dir / CHECKPOINT, run_key, method, optimiser, scheduler)
+    live = _live(out_dir, resume=start > 0) if dist.main else None
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and config.amp \
+        else torch.autocast("cpu", enabled=False)
+    for epoch in range(start, config.epochs):
+        data.set_epoch(epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        images, started = 0, time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                   disable=not (progress and dist.main))
+        for batch in bar:
+            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+            if config.channels_last:
+                for key in ("view1", "view2"):
+                    batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
+            with autocast:
+                terms = step(batch)
+            optimiser.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimiser.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            images += 2 * len(batch["label"])
+            bar.set_postfix(loss=f"{float(terms['total'].detach()):.3f}")
+        batches = max(1, len(data))
+        record = {name: total / batches for name, total in sums.items()}
+        record["lr"] = optimiser.param_groups[0]["lr"]
+        record["images_per_s"] = images / (time.perf_counter() - started)
+        scheduler.step()
+        history.append(record)
+        if dist.main:
+            _save_checkpoint(out_dir / CHECKPOINT, run_key, method, optimiser, scheduler, epoch,
+                             history)
+            for name, value in record.items():
+                live.log_metric(f"train/{name}", value)
+            live.next_step()
+    if live is not None:
+        live.end()
+    return history
+
+
+def _live(out_dir: Path, resume: bool):
+    from dvclive import Live
+
+    return Live(str(out_dir / "dvclive"), resume=resume, dvcyaml=False, save_dvc_exp=False)
+
+
+def _save_checkpoint(path: Path, run_key: str, method: Method, optimiser, scheduler,
+                     epoch: int, history: list[dict[str, float]]) -> None:
+    with atomic_path(path) as temporary:
+        torch.save({"run": run_key, "model": method.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch,
+                    "torch_rng": torch.get_rng_state(),
+                    "history": json.dumps(history)}, temporary)
+
+
+def _resume(path: Path, run_key: str, method: Method, optimiser,
+            scheduler) -> tuple[int, list[dict[str, float]]]:
+    """Load the last checkpoint of this very run (same params and data) if there is one;
+    return (first epoch to run, history). A checkpoint of other params is ignored."""
+    if not path.is_file():
+        return 0, []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("run") != run_key:
+        return 0, []
+    method.load_state_dict(state["model"])
+    optimiser.load_state_dict(state["optimiser"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["epoch"] + 1, json.loads(state["history"])

@@ -1,0 +1,29 @@
+"""Stage pretrain: train.method on the pretraining set's train split -> backbone + card.
+
+Runs single-process, or multi-GPU as ``torchrun --nproc-per-node N stages/pretrain.py``.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+import typer
+
+from pipeline.config import load_params
+from pipeline.manifest import load_manifest
+from pipeline.train import pretrain
+
+
+def main(dataset: str = "pretrain", data: Path = Path("data"),
+         out: Path = Path("models/pretrain")) -> None:
+    params = load_params()
+    manifest = load_manifest(data / dataset)
+    split = pd.read_csv(data / dataset / "split.csv")
+    train = manifest.videos.merge(split.loc[split["split"] == "train", ["video_id"]],
+                                  on="video_id").sort_values("video_id")
+    card = pretrain(manifest, train, params.train, out)
+    print(f"pretrain: {card['method']} ({card['preset']}) on {card['train_videos']} videos, "
+          f"{card['epochs']} epochs, final losses {card['final_losses']}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,110 @@
+"""The pretraining engine: export, schedule, labels, and a killed run that resumes exactly."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.config import TrainConfig
+from pipeline.manifest import load_manifest
+from pipeline.train import BACKBONE, CARD, CHECKPOINT, label_indices, learning_rate_factor, pretrain
+from pipeline.tv_compat import torchvision
+
+TINY = TrainConfig(epochs=3, image_size=32, batch_size=4, workers=0, constant_epochs=1)
+
+
+def train_videos(decoded):
+    return load_manifest(decoded).videos
+
+
+def test_export_loads_into_torchvision_and_card_says_what_ran(decoded_sample, tmp_path):
+    card = pretrain(load_manifest(decoded_sample), train_videos(decoded_sample), TINY,
+                    tmp_path, progress=False)
+    model = torchvision.models.resnet18()
+    missing = model.load_state_dict(torch.load(tmp_path / BACKBONE, weights_only=True),
+                                    strict=False)
+    assert missing.missing_keys == ["fc.weight", "fc.bias"] and not missing.unexpected_keys
+    saved = json.loads((tmp_path / CARD).read_text())
+    assert saved == json.loads(json.dumps(card))
+    assert saved["epochs"] == 3 and saved["train_videos"] == 8
+    assert {"contrastive", "supervised", "total", "lr"} <= set(saved["final_losses"])
+    metrics = (tmp_path / "dvclive" / "plots" / "metrics" / "train" / "total.tsv").read_text()
+    assert len(metrics.strip().splitlines()) == 1 + 3
+
+
+def test_scratch_exports_the_seeded_initialisation(decoded_sample, tmp_path):
+    config = replace(TINY, method="scratch")
+    for run in ("a", "b"):
+        pretrain(load_manifest(decoded_sample), train_videos(decoded_sample), config,
+                 tmp_path / run, progress=False)
+    a, b = (torch.load(tmp_path / run / BACKBONE, weights_only=True) for run in ("a", "b"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert not (tmp_path / "a" / CHECKPOINT).exists()
+
+
+def test_schedule_is_constant_then_cosine_to_zero():
+    config = TrainConfig(epochs=300, constant_epochs=10)
+    assert [learning_rate_factor(e, config) for e in (0, 9, 10)] == [1.0, 1.0, 1.0]
+    assert learning_rate_factor(155, config) == pytest.approx(0.5)
+    assert learning_rate_factor(299, config) < 1e-3
+
+
+def test_label_fraction_keeps_a_seeded_share():
+    videos = pd.DataFrame({"label": ["covid", "regular"] * 50 + [None] * 10})
+    labels, classes = label_indices(videos, 0.1, seed=0)
+    assert classes == ["covid", "regular"]
+    assert sum(label != -1 for label in labels) == 10
+    assert labels == label_indices(videos, 0.1, seed=0)[0]
+    assert sum(label != -1 for label in label_indices(videos, 0.001, seed=0)[0]) == 1
+
+
+SCRIPT = """
+import sys
+from pathlib import Path
+from dataclasses import replace
+from pipeline.config import TrainConfig
+from pipeline.manifest import load_manifest
+from pipeline.train import pretrain
+manifest = load_manifest(Path(sys.argv[1]))
+config = TrainConfig(epochs=4, image_size=32, batch_size=4, workers=0, constant_epochs=1)
+pretrain(manifest, manifest.videos, config, Path(sys.argv[2]), progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_final_weights(decoded_sample, tmp_path):
+    def run(out):
+        return subprocess.Popen([sys.executable, "-c", SCRIPT, str(decoded_sample), str(out)])
+
+    assert run(tmp_path / "whole").wait() == 0
+    process = run(tmp_path / "killed")
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "killed" / CHECKPOINT).exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    epoch = torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)["epoch"]
+    assert epoch < 3, "killed before the end"
+    assert run(tmp_path / "killed").wait() == 0
+    whole, resumed = (torch.load(tmp_path / name / BACKBONE, weights_only=True)
+                      for name in ("whole", "killed"))
+    assert all(torch.equal(whole[key], resumed[key]) for key in whole)
+    losses = [json.loads((tmp_path / name / CARD).read_text())["final_losses"]
+              for name in ("whole", "killed")]
+    for name in ("contrastive", "supervised", "total", "lr"):
+        assert losses[0][name] == losses[1][name]
+
+
+def test_a_checkpoint_of_other_params_is_not_resumed(decoded_sample, tmp_path):
+    manifest, videos = load_manifest(decoded_sample), train_videos(decoded_sample)
+    pretrain(manifest, videos, replace(TINY, epochs=1), tmp_path, progress=False)
+    card = pretrain(manifest, videos, replace(TINY, epochs=1, method="hico"), tmp_path,
+                    progress=False)
+    assert card["method"] == "hico" and "contrastive_local" in card["final_losses"]

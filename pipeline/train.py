@@ -90,8 +90,9 @@ def init_distributed() -> Distributed:
 
 
 def pretrain(manifest: Manifest, train_videos: pd.DataFrame, config: TrainConfig,
-             out_dir: Path, progress: bool = True) -> dict[str, object]:
-    """Pretrain ``config.method`` on ``train_videos`` and write the backbone and its card."""
+             out_dir: Path, progress: bool = True) -> tuple[dict[str, object], Method]:
+    """Pretrain ``config.method`` on ``train_videos``; write the backbone and its card (rank 0)
+    and return the card and the trained method."""
     out_dir = Path(out_dir)
     dist = init_distributed()
     device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
@@ -117,7 +118,7 @@ def pretrain(manifest: Manifest, train_videos: pd.DataFrame, config: TrainConfig
         with atomic_path(out_dir / BACKBONE) as temporary:
             torch.save(torchvision_state_dict(method.backbone), temporary)
         write_json(out_dir / CARD, card)
-    return card
+    return card, method
 
 
 def _data_fingerprint(manifest: Manifest, videos: pd.DataFrame) -> str:
@@ -137,7 +138,8 @@ def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: lis
     model = method
     if dist.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
-            method, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+            method, device_ids=[dist.local_rank] if device.type == "cuda" else None,
+            find_unused_parameters=method.has_unused_parameters)
     step = torch.compile(model) if config.compile else model
     optimiser = torch.optim.Adam(method.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
@@ -182,6 +184,9 @@ def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: lis
             for name, value in record.items():
                 live.log_metric(f"train/{name}", value)
             live.next_step()
+    if dist.world_size > 1:  # BN statistics of the last step: rank 0's, as exported
+        for buffer in method.buffers():
+            torch.distributed.broadcast(buffer, src=0)
     if live is not None:
         live.end()
     return history

@@ -20,7 +20,7 @@ def main(dataset: str = "pretrain", data: Path = Path("data"),
     split = pd.read_csv(data / dataset / "split.csv")
     train = manifest.videos.merge(split.loc[split["split"] == "train", ["video_id"]],
                                   on="video_id").sort_values("video_id")
-    card = pretrain(manifest, train, params.train, out)
+    card, _ = pretrain(manifest, train, params.train, out)
     print(f"pretrain: {card['method']} ({card['preset']}) on {card['train_videos']} videos, "
           f"{card['epochs']} epochs, final losses {card['final_losses']}")
 

@@ -2,6 +2,7 @@
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,8 +25,8 @@ def train_videos(decoded):
 
 
 def test_export_loads_into_torchvision_and_card_says_what_ran(decoded_sample, tmp_path):
-    card = pretrain(load_manifest(decoded_sample), train_videos(decoded_sample), TINY,
-                    tmp_path, progress=False)
+    card, _ = pretrain(load_manifest(decoded_sample), train_videos(decoded_sample), TINY,
+                       tmp_path, progress=False)
     model = torchvision.models.resnet18()
     missing = model.load_state_dict(torch.load(tmp_path / BACKBONE, weights_only=True),
                                     strict=False)
@@ -105,6 +106,40 @@ def test_killed_run_resumes_to_the_same_final_weights(decoded_sample, tmp_path):
 def test_a_checkpoint_of_other_params_is_not_resumed(decoded_sample, tmp_path):
     manifest, videos = load_manifest(decoded_sample), train_videos(decoded_sample)
     pretrain(manifest, videos, replace(TINY, epochs=1), tmp_path, progress=False)
-    card = pretrain(manifest, videos, replace(TINY, epochs=1, method="hico"), tmp_path,
-                    progress=False)
+    card, _ = pretrain(manifest, videos, replace(TINY, epochs=1, method="hico"), tmp_path,
+                       progress=False)
     assert card["method"] == "hico" and "contrastive_local" in card["final_losses"]
+
+
+DDP_SCRIPT = """
+import sys, torch
+from pathlib import Path
+from pipeline.config import TrainConfig
+from pipeline.manifest import load_manifest
+from pipeline.train import pretrain
+manifest = load_manifest(Path(sys.argv[1]))
+config = TrainConfig(method=sys.argv[3], epochs=2, image_size=32, batch_size=2, workers=0,
+                     constant_epochs=1)
+card, method = pretrain(manifest, manifest.videos, config, Path(sys.argv[2]), progress=False)
+rank = torch.distributed.get_rank()
+torch.save(method.state_dict(), Path(sys.argv[2]) / f"rank{rank}.pt")
+torch.distributed.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["uscl", "hico"])
+def test_two_gloo_ranks_stay_in_sync(decoded_sample, tmp_path, method):
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-addr", "127.0.0.1", "--master-port", str(port), "--no-python",
+         sys.executable, "-c", DDP_SCRIPT, str(decoded_sample), str(tmp_path), method],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(rank0[key], rank1[key]) for key in rank0)
+    exported = torch.load(tmp_path / "backbone.pt", weights_only=True)
+    assert all(torch.equal(value, rank0[f"backbone.{key}"]) for key, value in exported.items())

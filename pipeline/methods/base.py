@@ -60,12 +60,14 @@ class Method(nn.Module):
 
     Subclasses add heads and implement :meth:`loss`. ``frame_level`` methods draw batches of
     frames (two augmentations of one frame) instead of one pair per video; ``trains`` is False
-    for methods that export their initialisation unchanged.
+    for methods that export their initialisation unchanged; ``has_unused_parameters`` for
+    methods whose forward leaves some parameters without gradient.
     """
 
     name = "base"
     frame_level = False
     trains = True
+    has_unused_parameters = False  # DDP must then look for them every step
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__()

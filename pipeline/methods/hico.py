@@ -26,6 +26,8 @@ class HiCo(Method):
       alpha / (N - 1) over the batch, linear classifier on the global embedding, views averaged.
     """
 
+    has_unused_parameters = True  # the smoothing conv of the pyramid level not embedded
+
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)
         paper = config.preset == "paper"

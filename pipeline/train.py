@@ -104,15 +104,16 @@ def pretrain(manifest: Manifest, train_videos: pd.DataFrame, config: TrainConfig
         supervised_weight=config.supervised_weight)).to(device)
     if config.channels_last:
         method = method.to(memory_format=torch.channels_last)
+    data_key = _data_fingerprint(manifest, train_videos)
     history: list[dict[str, float]] = []
     if method.trains:
-        history = _train(method, manifest, train_videos, labels, config, out_dir, dist, device,
-                         progress)
+        history = _train(method, manifest, train_videos, labels, config, data_key, out_dir,
+                         dist, device, progress)
     card = {"method": config.method, "preset": config.preset, "backbone": config.backbone,
             "classes": classes, "train_videos": len(train_videos),
             "labelled_videos": sum(label != UNLABELLED for label in labels),
             "epochs": config.epochs if method.trains else 0, "params": asdict(config),
-            "data": _data_fingerprint(manifest, train_videos),
+            "data": data_key,
             "final_losses": history[-1] if history else {}}
     if dist.main:
         with atomic_path(out_dir / BACKBONE) as temporary:
@@ -122,13 +123,14 @@ def pretrain(manifest: Manifest, train_videos: pd.DataFrame, config: TrainConfig
 
 
 def _data_fingerprint(manifest: Manifest, videos: pd.DataFrame) -> str:
+    """Digest of the training frames' JPEG hashes: same frames, same fingerprint."""
     rows = manifest.frames[manifest.frames["video_id"].isin(videos["video_id"])]
     return str(pd.util.hash_pandas_object(rows["sha256"], index=False).sum())
 
 
 def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: list[int],
-           config: TrainConfig, out_dir: Path, dist: Distributed, device: torch.device,
-           progress: bool) -> list[dict[str, float]]:
+           config: TrainConfig, data_key: str, out_dir: Path, dist: Distributed,
+           device: torch.device, progress: bool) -> list[dict[str, float]]:
     pairs, mix_first = pair_spec(config)
     data = PairDataset(manifest, videos["video_id"].tolist(), labels, pairs,
                        replace(AugmentSpec(), size=config.image_size), mix_first,
@@ -145,8 +147,7 @@ def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: lis
                                  weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda epoch: learning_rate_factor(epoch, config))
-    run_key = json.dumps({"params": asdict(config),
-                          "data": _data_fingerprint(manifest, videos)}, sort_keys=True)
+    run_key = json.dumps({"params": asdict(config), "data": data_key}, sort_keys=True)
     start, history = _resume(out_dir / CHECKPOINT, run_key, method, optimiser, scheduler)
     live = _live(out_dir, resume=start > 0) if dist.main else None
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and config.amp \

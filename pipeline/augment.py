@@ -8,6 +8,7 @@ not depend on which worker draws them.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import torch
@@ -43,14 +44,17 @@ AUGMENT_PRESETS = {
 }
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """uint8 RGB image -> float tensor (3, H, W) in [0, 1]."""
-    return v2.functional.to_dtype(v2.functional.pil_to_tensor(image.convert("RGB")),
-                                  torch.float32, scale=True)
+def load_rgb(data: bytes, size: int) -> Image.Image:
+    """Decode a JPEG for a view of ``size`` px: with PIL's draft mode the decoder itself
+    scales by 1/2, 1/4 or 1/8 while the image stays at least ``size`` on each side."""
+    image = Image.open(io.BytesIO(data))
+    image.draft("RGB", (size, size))
+    return image.convert("RGB")
 
 
 def view_transform(spec: AugmentSpec, size: int | None = None) -> v2.Compose:
-    """The random transform of one view, on a float (3, H, W) tensor in [0, 1]."""
+    """The random transform of one view: a uint8 PIL image in (all geometric and colour
+    operations run on PIL, the fast path), a normalised float tensor (3, S, S) out."""
     size = size or spec.size
     return v2.Compose([
         v2.Resize((size, size), antialias=True),
@@ -58,5 +62,7 @@ def view_transform(spec: AugmentSpec, size: int | None = None) -> v2.Compose:
                              antialias=True),
         v2.RandomHorizontalFlip(spec.flip),
         v2.ColorJitter(*spec.jitter),
+        v2.PILToTensor(),
+        v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(spec.mean, spec.std),
     ])

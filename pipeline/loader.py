@@ -9,7 +9,6 @@ distributed ranks (``torch.distributed``) and then across DataLoader workers.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.augment import AugmentSpec, to_tensor, view_transform
+from pipeline.augment import AugmentSpec, load_rgb, view_transform
 from pipeline.losses import UNLABELLED
 from pipeline.manifest import Manifest
 from pipeline.pairs import PairPlan, PairSpec, plan_pair, video_batches
@@ -122,12 +121,15 @@ class PairDataset(IterableDataset):
         plan = (PairPlan((frame, frame, frame), (0.0, 0.0)) if frame is not None
                 else plan_pair(np.random.default_rng(sample_seed), len(locations), self.pairs))
         first, anchor, last = plan.frames
-        images = {index: to_tensor(_read_image(locations[index])) for index in set(plan.frames)}
+        size = self.augment.size
+        images = {index: load_rgb(read_member(locations[index].shard, locations[index].offset,
+                                              locations[index].size), size)
+                  for index in set(plan.frames)}
         parts = ((first, plan.weights[0]), (last, plan.weights[1]))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed)
-            if self.mix_first:
-                return tuple(self.transform(_mix(images[anchor], images[other], w))
+            if self.mix_first:  # mix the raw frames (uint8, as Meta-USCL), then augment
+                return tuple(self.transform(_mix_images(images[anchor], images[other], w))
                              for other, w in parts)
             augmented_anchor = self.transform(images[anchor]) if any(w for _, w in parts) \
                 else None
@@ -135,18 +137,17 @@ class PairDataset(IterableDataset):
                          for other, w in parts)
 
 
-def _mix(anchor: torch.Tensor | None, other: torch.Tensor, weight: float) -> torch.Tensor:
-    """``weight * anchor + (1 - weight) * other`` (USCL Eq. 2), resizing ``other`` to the
-    anchor's size if a clip changes resolution mid-way."""
+def _mix_images(anchor: Image.Image, other: Image.Image, weight: float) -> Image.Image:
+    """``weight * anchor + (1 - weight) * other`` on raw frames (USCL Eq. 2), as uint8."""
     if weight == 0:
         return other
-    if anchor.shape != other.shape:
-        other = torch.nn.functional.interpolate(other[None], size=anchor.shape[-2:],
-                                                mode="bilinear")[0]
+    if other.size != anchor.size:  # a clip that changes resolution mid-way
+        other = other.resize(anchor.size, Image.BILINEAR)
+    return Image.blend(other, anchor, weight)
+
+
+def _mix(anchor: torch.Tensor | None, other: torch.Tensor, weight: float) -> torch.Tensor:
+    """``weight * anchor + (1 - weight) * other`` on augmented, normalised views."""
+    if weight == 0:
+        return other
     return weight * anchor + (1 - weight) * other
-
-
-def _read_image(location: FrameLocation) -> Image.Image:
-    data = read_member(location.shard, location.offset, location.size)
-    return Image.open(io.BytesIO(data))
-

@@ -99,3 +99,17 @@ def test_frame_level_batches_mix_frames_of_videos(decoded_sample):
         "frames of one video can meet in a batch (SimCLR's similarity conflict)"
     view1, view2 = data.pair(0)
     assert not torch.equal(view1, view2)
+
+
+def test_jpegs_are_decoded_at_reduced_size_when_the_view_is_small():
+    import io
+
+    from PIL import Image
+
+    from pipeline.augment import load_rgb
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (352, 352), "gray").save(buffer, "JPEG")
+    small, full = load_rgb(buffer.getvalue(), 64), load_rgb(buffer.getvalue(), 224)
+    assert small.size == (88, 88) and small.mode == "RGB"  # 1/4 scale, still >= 64
+    assert full.size == (352, 352)

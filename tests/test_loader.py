@@ -1,11 +1,14 @@
 """The shard-native pair loader on decoded sample clips."""
 
+import io
+
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 import pipeline.loader as loader_module
-from pipeline.augment import AugmentSpec
+from pipeline.augment import AugmentSpec, load_rgb
 from pipeline.loader import PairDataset
 from pipeline.manifest import load_manifest
 from pipeline.pairs import PairSpec
@@ -102,12 +105,6 @@ def test_frame_level_batches_mix_frames_of_videos(decoded_sample):
 
 
 def test_jpegs_are_decoded_at_reduced_size_when_the_view_is_small():
-    import io
-
-    from PIL import Image
-
-    from pipeline.augment import load_rgb
-
     buffer = io.BytesIO()
     Image.new("RGB", (352, 352), "gray").save(buffer, "JPEG")
     small, full = load_rgb(buffer.getvalue(), 64), load_rgb(buffer.getvalue(), 224)

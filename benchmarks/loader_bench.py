@@ -1,0 +1,148 @@
+"""Pair-loader benchmark on COVID-BLUES (``../shared/data/covid-blues``), in one run:
+
+* ``shards``: :class:`pipeline.loader.PairDataset`, USCL code preset (three frames, augment
+  then mix), frames read by byte offset from the per-video tars;
+* ``folders``: the authors' input path: one folder of JPEG files per video (the same JPEG
+  bytes), ``os.listdir`` + ``random.sample`` of three files, PIL decode, the same torchvision
+  augmentations per frame, then the same mixing;
+* ``train step``: what a USCL training step (ResNet18, batch 32 videos = 64 images, Adam)
+  consumes on this machine, in pairs/s.
+
+Both loaders: DataLoader with 2 workers, batch 32, two full epochs per round (worker start-up
+included), rounds interleaved; medians reported.
+
+    python benchmarks/loader_bench.py --rounds 3 --json docs/loader_bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.augment import AugmentSpec, view_transform
+from pipeline.config import DecodeConfig
+from pipeline.ingest import ingest
+from pipeline.loader import PairDataset
+from pipeline.manifest import load_manifest
+from pipeline.methods import MethodConfig, build_method
+from pipeline.pairs import PairSpec
+from pipeline.shards import read_member
+
+REPO = Path(__file__).resolve().parents[1]
+BLUES = Path(os.environ.get("USPIPE_SHARED_DATA", REPO.parent / "shared" / "data")) / "covid-blues"
+BATCH = 32
+
+
+class FolderPairs(Dataset):
+    """USCL's released dataset, reduced to its input path (frames from per-video folders)."""
+
+    def __init__(self, folders: list[Path], size: int) -> None:
+        self.folders, self.transform = folders, view_transform(AugmentSpec(size=size))
+
+    def __len__(self) -> int:
+        return len(self.folders)
+
+    def __getitem__(self, index: int):
+        folder = self.folders[index]
+        names = os.listdir(folder)
+        picks = random.sample(names, 3) if len(names) >= 3 else (names * 3)[:3]
+        frames = [self.transform(Image.open(folder / name).convert("RGB")) for name in picks]
+        weight = float(np.random.beta(0.5, 0.5))
+        return (weight * frames[0] + (1 - weight) * frames[1],
+                weight * frames[2] + (1 - weight) * frames[1])
+
+
+def export_folders(manifest, root: Path) -> list[Path]:
+    folders = []
+    for video, frames in manifest.frames.groupby("video_id"):
+        folder = root / video
+        folder.mkdir(parents=True)
+        for row in frames.itertuples():
+            data = read_member(manifest.shard_path(row.shard), row.offset, row.size)
+            (folder / f"{video}_frame{row.kept_index}.jpg").write_bytes(data)
+        folders.append(folder)
+    return folders
+
+
+def pairs_per_second(loader, epochs: int = 2, dataset=None) -> float:
+    pairs, start = 0, time.perf_counter()
+    for epoch in range(epochs):
+        if dataset is not None:
+            dataset.set_epoch(epoch)
+        for batch in loader:
+            pairs += len(batch["video"]) if isinstance(batch, dict) else len(batch[0])
+    return pairs / (time.perf_counter() - start)
+
+
+def train_step_pairs_per_second(size: int, steps: int = 3) -> float:
+    torch.manual_seed(0)
+    method = build_method("uscl", MethodConfig(num_classes=2))
+    optimiser = torch.optim.Adam(method.parameters(), lr=3e-4)
+    views = [torch.randn(BATCH, 3, size, size) for _ in range(2)]
+    batch = {"view1": views[0], "view2": views[1], "label": torch.randint(0, 2, (BATCH,))}
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        total = method(batch)["total"]
+        optimiser.zero_grad()
+        total.backward()
+        optimiser.step()
+        times.append(time.perf_counter() - start)
+    return BATCH / statistics.median(times[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 224])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if not (BLUES / "videos").is_dir():
+        raise SystemExit(f"COVID-BLUES not found at {BLUES}")
+    scratch = Path(tempfile.mkdtemp(prefix="loader-bench-"))
+    ingest(BLUES / "videos", BLUES / "labels.csv", scratch / "shards", DecodeConfig(),
+           progress=False)
+    manifest = load_manifest(scratch / "shards")
+    folders = export_folders(manifest, scratch / "folders")
+    videos = manifest.videos["video_id"].tolist()
+    report = {"machine": f"{os.cpu_count()} cores, torch {torch.__version__}",
+              "videos": len(videos), "frames": len(manifest.frames), "sizes": {}}
+    for size in args.sizes:
+        shards, baseline = [], []
+        for _ in range(args.rounds):
+            data = PairDataset(manifest, videos, None,
+                               PairSpec(chronological=False, shared_weight=True),
+                               AugmentSpec(size=size), False, BATCH, seed=0)
+            shards.append(pairs_per_second(DataLoader(data, batch_size=None, num_workers=2),
+                                           dataset=data))
+            folder_data = FolderPairs(folders, size)
+            baseline.append(pairs_per_second(DataLoader(folder_data, batch_size=BATCH,
+                                                        shuffle=True, num_workers=2,
+                                                        drop_last=True)))
+        step = train_step_pairs_per_second(size)
+        ours, theirs = statistics.median(shards), statistics.median(baseline)
+        report["sizes"][size] = {"shards_pairs_per_s": ours, "folders_pairs_per_s": theirs,
+                                 "train_step_pairs_per_s": step,
+                                 "ratio_to_folders": ours / theirs,
+                                 "ratio_to_train_step": ours / step}
+        print(size, json.dumps(report["sizes"][size]), flush=True)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """Per-view augmentation of pretraining frames (``docs/method-spec.md`` §3.1).
 
 Resize to a square, random resized crop, horizontal flip, colour jitter, normalisation, as in
-the released USCL/HiCo and Meta-USCL code, with their values as presets. Randomness comes from
+the released USCL/HiCo code (the defaults of :class:`AugmentSpec`). Randomness comes from
 the global torch generator: :mod:`pipeline.loader` seeds it per sample, so a sample's views do
 not depend on which worker draws them.
 """
@@ -28,20 +28,6 @@ class AugmentSpec:
     jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.2)  # b, c, s, hue
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
-
-
-AUGMENT_PRESETS = {
-    "uscl": AugmentSpec(),
-    "hico": AugmentSpec(),
-    # Meta-USCL code defaults: crop from 0.7, jitter strength j = 0.8 (0.64/0.64/0.64/0.16),
-    # its own normalisation; the paper's best (Table VII) is crop 0.85, j = 0.6.
-    "meta_uscl_code": AugmentSpec(size=64, crop_scale=(0.7, 1.0),
-                                  jitter=(0.64, 0.64, 0.64, 0.16), mean=(0.18,) * 3,
-                                  std=(0.24,) * 3),
-    "meta_uscl_paper": AugmentSpec(size=224, crop_scale=(0.85, 1.0),
-                                   jitter=(0.48, 0.48, 0.48, 0.12), mean=(0.18,) * 3,
-                                   std=(0.24,) * 3),
-}
 
 
 def load_rgb(data: bytes, size: int) -> Image.Image:

@@ -101,7 +101,7 @@ class VideoDecoder:
         self._stream = self._container.streams.video[0]
         context = self._stream.codec_context
         rate = _rational(self._stream.guessed_rate) or _rational(self._stream.average_rate)
-        time_base = _rational(self._stream.time_base)
+        time_base = self._time_base = _rational(self._stream.time_base)
         duration = (float(self._stream.duration * time_base)
                     if self._stream.duration and time_base else None)
         self.info = StreamInfo(
@@ -154,7 +154,7 @@ class VideoDecoder:
         Raises :class:`DecodeError` when the stream breaks (message says how far it got).
         """
         sampler = self._sampler = SlotSampler(
-            rate, _rational(self._stream.time_base) or Fraction(1), self._fallback_interval)
+            rate, self._time_base or Fraction(1), self._fallback_interval)
         context = self._stream.codec_context
         skipping = skip_nonref and context.name in NONREF_SKIPPING_CODECS
         skipped: list[int] = []  # pts of skipped packets whose frame has not (yet) come out

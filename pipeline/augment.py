@@ -1,20 +1,28 @@
-"""Per-view augmentation of pretraining frames (``docs/method-spec.md`` §3.1).
+"""Pretraining augmentation (``docs/method-spec.md`` §3.1), split where it runs cheapest.
 
-Resize to a square, random resized crop, horizontal flip, colour jitter, normalisation, as in
-the released USCL/HiCo code (the defaults of :class:`AugmentSpec`). Randomness comes from
-the global torch generator: :mod:`pipeline.loader` seeds it per sample, so a sample's views do
-not depend on which worker draws them.
+The released USCL/HiCo code applies, per frame: resize to a square, random resized crop,
+horizontal flip, colour jitter, normalisation. Here every random parameter is drawn per sample
+from a seeded NumPy generator (so a sample does not depend on which worker draws it), and:
+
+* the geometry runs in the loader workers on PIL images: the square resize and the crop
+  compose into one resampling of the source region (:func:`crop_view`), then the flip; the
+  result is a small uint8 tensor;
+* the colour jitter, the PPI mix and the normalisation run on whole batches on the training
+  device (:func:`colour_jitter`, :func:`make_views`), with each sample's own factors and its
+  own order of the four jitter operations, as torchvision's ``ColorJitter`` applies them.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.tv_compat import transforms_v2 as v2
+GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,21 @@ class AugmentSpec:
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
 
 
+@dataclass(frozen=True)
+class ViewParams:
+    """The random draw of one augmented frame.
+
+    ``box``: crop (left, top, right, bottom) as fractions of the frame; ``flip``;
+    ``factors``: brightness, contrast, saturation, hue; ``order``: the jitter operations'
+    order as a permutation of (0, 1, 2, 3) in that numbering.
+    """
+
+    box: tuple[float, float, float, float]
+    flip: bool
+    factors: tuple[float, float, float, float]
+    order: tuple[int, int, int, int]
+
+
 def load_rgb(data: bytes, size: int) -> Image.Image:
     """Decode a JPEG for a view of ``size`` px: with PIL's draft mode the decoder itself
     scales by 1/2, 1/4 or 1/8 while the image stays at least ``size`` on each side."""
@@ -38,17 +61,125 @@ def load_rgb(data: bytes, size: int) -> Image.Image:
     return image.convert("RGB")
 
 
-def view_transform(spec: AugmentSpec, size: int | None = None) -> v2.Compose:
-    """The random transform of one view: a uint8 PIL image in (all geometric and colour
-    operations run on PIL, the fast path), a normalised float tensor (3, S, S) out."""
-    size = size or spec.size
-    return v2.Compose([
-        v2.Resize((size, size), antialias=True),
-        v2.RandomResizedCrop(size, scale=spec.crop_scale, ratio=spec.crop_ratio,
-                             antialias=True),
-        v2.RandomHorizontalFlip(spec.flip),
-        v2.ColorJitter(*spec.jitter),
-        v2.PILToTensor(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(spec.mean, spec.std),
-    ])
+def _crop_box(rng: np.random.Generator, spec: AugmentSpec) -> tuple[float, float, float, float]:
+    """torchvision's RandomResizedCrop draw on the unit square: area ~ U(scale), log-ratio ~
+    U(log ratio), up to 10 tries, else the central crop clamped to the ratio range."""
+    log_ratio = np.log(spec.crop_ratio)
+    for _ in range(10):
+        area = rng.uniform(*spec.crop_scale)
+        ratio = math.exp(rng.uniform(*log_ratio))
+        width, height = math.sqrt(area * ratio), math.sqrt(area / ratio)
+        if width <= 1 and height <= 1:
+            left, top = rng.uniform(0, 1 - width), rng.uniform(0, 1 - height)
+            return left, top, left + width, top + height
+    ratio = min(max(1.0, spec.crop_ratio[0]), spec.crop_ratio[1])
+    width, height = (1.0, 1.0 / ratio) if ratio >= 1 else (ratio, 1.0)
+    left, top = (1 - width) / 2, (1 - height) / 2
+    return left, top, left + width, top + height
+
+
+def draw_view(rng: np.random.Generator, spec: AugmentSpec) -> ViewParams:
+    """Draw one frame's crop, flip and jitter (brightness, contrast and saturation factors
+    ~ U[1 - j, 1 + j], hue ~ U[-j, j], random order), as torchvision's transforms do."""
+    box = _crop_box(rng, spec)
+    flip = bool(rng.random() < spec.flip)
+    *scalars, hue = spec.jitter
+    factors = tuple(float(rng.uniform(max(0.0, 1 - j), 1 + j)) for j in scalars)
+    factors += (float(rng.uniform(-hue, hue)),)
+    order = tuple(int(i) for i in rng.permutation(4))
+    return ViewParams(box, flip, factors, order)  # type: ignore[arg-type]
+
+
+def crop_view(image: Image.Image, params: ViewParams, size: int) -> torch.Tensor:
+    """The crop of ``params.box`` resampled to ``size`` x ``size`` (the square resize and the
+    crop in one step), flipped if drawn: a uint8 tensor (3, size, size)."""
+    width, height = image.size
+    left, top, right, bottom = params.box
+    view = image.resize((size, size), Image.BILINEAR,
+                        box=(left * width, top * height, right * width, bottom * height))
+    if params.flip:
+        view = view.transpose(Image.FLIP_LEFT_RIGHT)
+    return torch.frombuffer(bytearray(view.tobytes()), dtype=torch.uint8) \
+        .view(size, size, 3).permute(2, 0, 1)
+
+
+def _gray(images: torch.Tensor) -> torch.Tensor:
+    weights = images.new_tensor(GRAY).view(3, 1, 1)
+    return (images * weights).sum(dim=-3, keepdim=True)
+
+
+def _rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
+    r, g, b = images.unbind(dim=-3)
+    value, _ = images.max(dim=-3)
+    delta = value - images.min(dim=-3).values
+    saturation = torch.where(value > 0, delta / value.clamp_min(1e-12), torch.zeros_like(value))
+    safe = delta.clamp_min(1e-12)
+    hue = torch.where(value == r, (g - b) / safe,
+                      torch.where(value == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = torch.where(delta > 0, hue / 6 % 1.0, torch.zeros_like(hue))
+    return torch.stack((hue, saturation, value), dim=-3)
+
+
+def _hsv_to_rgb(images: torch.Tensor) -> torch.Tensor:
+    """``c_n = V - V S clamp(min(k, 4 - k), 0, 1)``, ``k = (n + 6 H) mod 6``, n = 5, 3, 1."""
+    hue, saturation, value = (part.unsqueeze(-3) for part in images.unbind(dim=-3))
+    k = (images.new_tensor([5.0, 3.0, 1.0]).view(3, 1, 1) + 6 * hue) % 6
+    return value - value * saturation * torch.minimum(k, 4 - k).clamp(0, 1)
+
+
+def _adjust(images: torch.Tensor, operation: int, factor: torch.Tensor) -> torch.Tensor:
+    """One ColorJitter operation on float images in [0, 1], per-image ``factor`` (N, 1, 1, 1)."""
+    if operation == 0:  # brightness: blend with black
+        return (images * factor).clamp(0, 1)
+    if operation == 1:  # contrast: blend with the mean grey level
+        mean = _gray(images).mean(dim=(-3, -2, -1), keepdim=True)
+        return (factor * images + (1 - factor) * mean).clamp(0, 1)
+    if operation == 2:  # saturation: blend with the grey image
+        return (factor * images + (1 - factor) * _gray(images)).clamp(0, 1)
+    hsv = _rgb_to_hsv(images)
+    hue = (hsv[:, :1] + factor) % 1.0
+    return _hsv_to_rgb(torch.cat((hue, hsv[:, 1:]), dim=1))
+
+
+def colour_jitter(images: torch.Tensor, factors: torch.Tensor,
+                  order: torch.Tensor) -> torch.Tensor:
+    """torchvision's ColorJitter on a batch, each image with its own factors and order.
+
+    Args:
+        images: float (N, 3, H, W) in [0, 1].
+        factors: (N, 4) brightness, contrast, saturation, hue.
+        order: (N, 4) each row a permutation of the operations 0..3.
+    """
+    images = images.clone()
+    for position in range(4):
+        for operation in range(4):
+            chosen = (order[:, position] == operation).nonzero().squeeze(1)
+            if len(chosen):
+                factor = factors[chosen, operation].view(-1, 1, 1, 1).to(images.dtype)
+                images[chosen] = _adjust(images[chosen], operation, factor)
+    return images
+
+
+def make_views(batch: dict[str, torch.Tensor],
+               spec: AugmentSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two normalised views of a loader batch, computed on the batch's device.
+
+    ``batch["frames"]`` is uint8 (B, F, 3, S, S) with jitter ``factors``/``order`` (B, F, 4).
+    F = 2: the views themselves (mixed before augmenting, or unmixed). F = 3: frames
+    (perturbation 1, anchor, perturbation 2), view k = ``w_k * anchor + (1 - w_k) *
+    perturbation_k`` with ``batch["weights"]`` (B, 2) (USCL Eq. 2, mixed after augmenting).
+    """
+    frames = batch["frames"]
+    count, slots = frames.shape[:2]
+    images = colour_jitter(frames.flatten(0, 1).float() / 255,
+                           batch["factors"].flatten(0, 1), batch["order"].flatten(0, 1))
+    images = images.view(count, slots, *images.shape[1:])
+    if slots == 3:
+        weights = batch["weights"].to(images.dtype).view(count, 2, 1, 1, 1)
+        views = weights * images[:, 1:2] + (1 - weights) * images[:, 0::2]
+    else:
+        views = images
+    mean = views.new_tensor(spec.mean).view(3, 1, 1)
+    std = views.new_tensor(spec.std).view(3, 1, 1)
+    views = (views - mean) / std
+    return views[:, 0], views[:, 1]

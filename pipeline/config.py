@@ -139,6 +139,7 @@ class TrainConfig:
     workers: int = 2
     label_fraction: float = 1.0
     pair_mode: str = "ppi"
+    negatives: str = "videos"
     mix_alpha: float = 0.5
     mix_beta: float = 0.5
     temperature: float = 0.5
@@ -150,6 +151,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.label_fraction <= 1:
             raise ValueError(f"train.label_fraction must be in [0, 1], got {self.label_fraction}")
+        if self.negatives not in ("videos", "frames"):
+            raise ValueError(f"train.negatives must be 'videos' or 'frames', got "
+                             f"{self.negatives!r}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("train.epochs must be >= 1 and train.batch_size >= 2")
 

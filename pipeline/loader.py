@@ -1,10 +1,11 @@
 """The pretraining input path: SPG batches of PPI pairs read straight from the per-video shards.
 
 For every video of a batch, :func:`pipeline.pairs.plan_pair` picks its (at most three) frames,
-which are read by byte offset from the video's tar (never the whole shard), decoded, mixed and
-augmented into two views. Deterministic under a seed: a batch's content depends only on
-(seed, epoch, video), never on the number of workers or ranks. Batches are split across
-distributed ranks (``torch.distributed``) and then across DataLoader workers.
+which are read by byte offset from the video's tar (never the whole shard), decoded at reduced
+size, cropped and flipped; colour jitter, mixing and normalisation follow batch-wise on the
+training device (:func:`pipeline.augment.make_views`). Deterministic under a seed: a batch's
+content depends only on (seed, epoch, item), never on the number of workers or ranks.
+Batches are split across distributed ranks (``torch.distributed``), then DataLoader workers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.augment import AugmentSpec, load_rgb, view_transform
+from pipeline.augment import AugmentSpec, crop_view, draw_view, load_rgb
 from pipeline.losses import UNLABELLED
 from pipeline.manifest import Manifest
 from pipeline.pairs import PairPlan, PairSpec, plan_pair, video_batches
@@ -48,18 +49,24 @@ def _seed(*parts: int) -> int:
 
 
 class PairDataset(IterableDataset):
-    """Yields batches ``{"view1", "view2": (B, 3, S, S), "label": (B,), "video": (B,)}``.
+    """Yields batches of frames ready for :func:`pipeline.augment.make_views`.
 
-    One pair per video per epoch (SPG), or with ``frame_level`` one pair per frame (two
-    augmentations of it), frames shuffled across videos as in SimCLR.
+    A batch is ``{"frames": uint8 (B, F, 3, S, S), "factors", "order": (B, F, 4),
+    "weights": (B, 2), "label", "video": (B,)}``: the cropped and flipped frames with their
+    colour-jitter draws (see :mod:`pipeline.augment`). One pair per video per epoch (SPG,
+    negatives only across videos), or with ``frame_level`` one pair per frame, frames
+    shuffled across videos (SimCLR; USCL Table 2 "I2 only"), so that frames of one video can
+    be negatives of each other. A frame-level item in ``same_frame`` mode is that frame
+    augmented twice; in the other modes its pair is planned from its whole video.
 
     Args:
         manifest: the decoded dataset.
         video_ids: the videos to draw from (e.g. the train split).
         labels: class index per video (:data:`~pipeline.losses.UNLABELLED` for none), or None.
         pairs, augment: how pairs are drawn and views augmented.
-        mix_first: mix raw frames, then augment each view (paper, Meta-USCL code); False:
-            augment each frame, then mix (USCL/HiCo code; the anchor is augmented once).
+        mix_first: mix raw frames, then augment each view (paper, Meta-USCL code; F = 2);
+            False: augment each frame, then mix (USCL/HiCo code; F = 3, the anchor augmented
+            once for both views).
         batch_size: videos per batch; seed: base seed; epoch: see :meth:`set_epoch`.
     """
 
@@ -78,7 +85,6 @@ class PairDataset(IterableDataset):
         self.pairs, self.augment, self.mix_first = pairs, augment, mix_first
         self.batch_size, self.seed, self.drop_last = batch_size, seed, drop_last
         self.epoch = 0
-        self.transform = view_transform(augment)
 
     def set_epoch(self, epoch: int) -> None:
         """Use a new shuffle and new pairs; call before iterating each epoch."""
@@ -102,39 +108,47 @@ class PairDataset(IterableDataset):
         if worker is not None:
             batches = batches[worker.id::worker.num_workers]
         for batch in batches:
-            views = [self.pair(item) for item in batch]
+            samples = [self.sample(item) for item in batch]
             videos = torch.tensor([self.items[item][0] for item in batch])
-            yield {"view1": torch.stack([v[0] for v in views]),
-                   "view2": torch.stack([v[1] for v in views]),
-                   "label": self.labels[videos], "video": videos}
+            stacked = {key: torch.stack([sample[key] for sample in samples])
+                       for key in samples[0]}
+            yield {**stacked, "label": self.labels[videos], "video": videos}
 
-    def pair(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two views of one item for the current epoch (deterministic).
-
-        View k is ``w_k * anchor + (1 - w_k) * perturbation_k``, mixed before augmenting the
-        view (``mix_first``) or from separately augmented frames, the anchor augmented once
-        and shared by both views (USCL/HiCo code).
-        """
-        sample_seed = _seed(self.seed, self.epoch, item)
+    def plan(self, item: int, rng: np.random.Generator) -> PairPlan:
         video, frame = self.items[item]
-        locations = self.locations[video]
-        plan = (PairPlan((frame, frame, frame), (0.0, 0.0)) if frame is not None
-                else plan_pair(np.random.default_rng(sample_seed), len(locations), self.pairs))
+        if frame is not None and self.pairs.mode == "same_frame":
+            return PairPlan((frame, frame, frame), (0.0, 0.0))
+        return plan_pair(rng, len(self.locations[video]), self.pairs)
+
+    def sample(self, item: int) -> dict[str, torch.Tensor]:
+        """One item's frames and draws for the current epoch (deterministic in seed, epoch
+        and item). Frames a view does not use (weight 0 or 1) are left black, unread."""
+        rng = np.random.default_rng(_seed(self.seed, self.epoch, item))
+        plan = self.plan(item, rng)
         first, anchor, last = plan.frames
-        size = self.augment.size
+        w1, w2 = plan.weights
+        locations, size = self.locations[self.items[item][0]], self.augment.size
+        needed = ({first, anchor, last} if self.mix_first else
+                  {f for f, used in ((first, w1 < 1), (anchor, w1 > 0 or w2 > 0),
+                                     (last, w2 < 1)) if used})
         images = {index: load_rgb(read_member(locations[index].shard, locations[index].offset,
                                               locations[index].size), size)
-                  for index in set(plan.frames)}
-        parts = ((first, plan.weights[0]), (last, plan.weights[1]))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed)
-            if self.mix_first:  # mix the raw frames (uint8, as Meta-USCL), then augment
-                return tuple(self.transform(_mix_images(images[anchor], images[other], w))
-                             for other, w in parts)
-            augmented_anchor = self.transform(images[anchor]) if any(w for _, w in parts) \
-                else None
-            return tuple(_mix(augmented_anchor, self.transform(images[other]), w)
-                         for other, w in parts)
+                  for index in needed}
+        if self.mix_first:  # mix the raw frames (uint8, as Meta-USCL), then augment each view
+            sources = [_mix_images(images[anchor], images[first], w1),
+                       _mix_images(images[anchor], images[last], w2)]
+        else:
+            sources = [images.get(first) if w1 < 1 else None,
+                       images.get(anchor) if w1 > 0 or w2 > 0 else None,
+                       images.get(last) if w2 < 1 else None]
+        draws = [draw_view(rng, self.augment) for _ in sources]
+        blank = torch.zeros(3, size, size, dtype=torch.uint8)
+        frames = [crop_view(image, draw, size) if image is not None else blank
+                  for image, draw in zip(sources, draws, strict=True)]
+        return {"frames": torch.stack(frames),
+                "factors": torch.tensor([draw.factors for draw in draws]),
+                "order": torch.tensor([draw.order for draw in draws]),
+                "weights": torch.tensor(plan.weights)}
 
 
 def _mix_images(anchor: Image.Image, other: Image.Image, weight: float) -> Image.Image:
@@ -144,10 +158,3 @@ def _mix_images(anchor: Image.Image, other: Image.Image, weight: float) -> Image
     if other.size != anchor.size:  # a clip that changes resolution mid-way
         other = other.resize(anchor.size, Image.BILINEAR)
     return Image.blend(other, anchor, weight)
-
-
-def _mix(anchor: torch.Tensor | None, other: torch.Tensor, weight: float) -> torch.Tensor:
-    """``weight * anchor + (1 - weight) * other`` on augmented, normalised views."""
-    if weight == 0:
-        return other
-    return weight * anchor + (1 - weight) * other

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline.atomic import atomic_path, write_json
-from pipeline.augment import AugmentSpec
+from pipeline.augment import AugmentSpec, make_views
 from pipeline.config import TrainConfig
 from pipeline.loader import PairDataset
 from pipeline.losses import UNLABELLED
@@ -37,13 +37,14 @@ BACKBONE = "backbone.pt"
 CARD = "card.json"
 
 
-def pair_spec(config: TrainConfig) -> tuple[PairSpec, bool]:
+def pair_spec(config: TrainConfig, method: Method) -> tuple[PairSpec, bool]:
     """Pair drawing and mix order for USCL-style methods (method-spec §2.1): the released
     code draws three frames in any order, one shared weight, augments then mixes; the paper
-    draws them in time order, two independent weights, mixes then augments."""
+    draws them in time order, two independent weights, mixes then augments. A method may fix
+    the pair mode (SimCLR: one frame augmented twice)."""
     code = config.preset == "code"
-    spec = PairSpec(mode=config.pair_mode, alpha=config.mix_alpha, beta=config.mix_beta,
-                    chronological=not code, shared_weight=code)
+    spec = PairSpec(mode=method.pair_mode or config.pair_mode, alpha=config.mix_alpha,
+                    beta=config.mix_beta, chronological=not code, shared_weight=code)
     return spec, not code
 
 
@@ -131,10 +132,11 @@ def _data_fingerprint(manifest: Manifest, videos: pd.DataFrame) -> str:
 def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: list[int],
            config: TrainConfig, data_key: str, out_dir: Path, dist: Distributed,
            device: torch.device, progress: bool) -> list[dict[str, float]]:
-    pairs, mix_first = pair_spec(config)
-    data = PairDataset(manifest, videos["video_id"].tolist(), labels, pairs,
-                       replace(AugmentSpec(), size=config.image_size), mix_first,
-                       config.batch_size, config.seed, frame_level=method.frame_level)
+    pairs, mix_first = pair_spec(config, method)
+    augment = replace(AugmentSpec(), size=config.image_size)
+    data = PairDataset(manifest, videos["video_id"].tolist(), labels, pairs, augment, mix_first,
+                       config.batch_size, config.seed,
+                       frame_level=method.frame_level or config.negatives == "frames")
     loader = DataLoader(data, batch_size=None, num_workers=config.workers,
                         persistent_workers=False)
     model = method
@@ -161,9 +163,10 @@ def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: lis
                    disable=not (progress and dist.main))
         for batch in bar:
             batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+            views = make_views(batch, augment)
             if config.channels_last:
-                for key in ("view1", "view2"):
-                    batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
+                views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+            batch = {"view1": views[0], "view2": views[1], "label": batch["label"]}
             with autocast:
                 terms = step(batch)
             optimiser.zero_grad(set_to_none=True)

@@ -27,6 +27,8 @@ def test_unknown_keys_and_bad_values_are_named():
         parse_params({"data": {"x": {"root": "r", "folds": 1}}})
     with pytest.raises(ValueError, match="must be a path inside root"):
         parse_params({"data": {"x": {"root": "r", "labels": "/elsewhere/labels.csv"}}})
+    with pytest.raises(ValueError, match="train.negatives must be 'videos' or 'frames'"):
+        parse_params({"train": {"negatives": "batch"}})
     with pytest.raises(KeyError, match="no dataset 'nope'"):
         parse_params({}).dataset("nope")
 

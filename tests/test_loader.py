@@ -8,7 +8,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import pipeline.loader as loader_module
-from pipeline.augment import AugmentSpec, load_rgb
+from pipeline.augment import AugmentSpec, load_rgb, make_views
 from pipeline.loader import PairDataset
 from pipeline.manifest import load_manifest
 from pipeline.pairs import PairSpec
@@ -30,10 +30,15 @@ def test_batches_hold_distinct_videos_with_their_labels(decoded_sample):
     batches = list(data)
     assert [len(b["video"]) for b in batches] == [3, 3, 2]
     for batch in batches:
-        assert batch["view1"].shape == batch["view2"].shape == (len(batch["video"]), 3, 32, 32)
+        count = len(batch["video"])
+        assert batch["frames"].shape == (count, 2, 3, 32, 32)  # mix first: the two views
+        assert batch["frames"].dtype == torch.uint8
+        assert batch["factors"].shape == batch["order"].shape == (count, 2, 4)
         assert len(set(batch["video"].tolist())) == len(batch["video"])
         assert torch.equal(batch["label"], batch["video"])  # labels were 0..7 by position
-        assert torch.isfinite(batch["view1"]).all()
+        view1, view2 = make_views(batch, SMALL)
+        assert view1.shape == view2.shape == (count, 3, 32, 32)
+        assert torch.isfinite(view1).all()
     assert sorted(v for b in batches for v in b["video"].tolist()) == list(range(8))
 
 
@@ -44,17 +49,18 @@ def test_same_seed_same_batches_whatever_the_workers(decoded_sample):
     key = lambda batch: batch["video"][0].item()  # noqa: E731
     for other in (again, parallel):
         for a, b in zip(sorted(reference, key=key), sorted(other, key=key), strict=True):
-            assert torch.equal(a["video"], b["video"])
-            assert torch.equal(a["view1"], b["view1"]) and torch.equal(a["view2"], b["view2"])
+            assert a.keys() == b.keys()
+            assert all(torch.equal(a[key], b[key]) for key in a)
     other_seed = list(dataset(decoded_sample, seed=1))
-    assert not torch.equal(reference[0]["view1"], other_seed[0]["view1"])
+    assert not torch.equal(reference[0]["frames"], other_seed[0]["frames"])
 
 
 def test_new_epoch_new_pairs(decoded_sample):
     data = dataset(decoded_sample)
-    first = data.pair(0)
+    first = data.sample(0)
+    assert all(torch.equal(first[key], data.sample(0)[key]) for key in first)
     data.set_epoch(1)
-    assert not torch.equal(first[0], data.pair(0)[0])
+    assert not torch.equal(first["frames"], data.sample(0)["frames"])
 
 
 def test_only_the_sampled_frames_are_read(decoded_sample, monkeypatch):
@@ -80,8 +86,20 @@ def test_only_the_sampled_frames_are_read(decoded_sample, monkeypatch):
 @pytest.mark.parametrize("mode", ["same_frame", "two_frames", "ppi"])
 def test_the_two_views_differ_in_every_mode(decoded_sample, mode, mix_first):
     data = dataset(decoded_sample, pairs=PairSpec(mode=mode), mix_first=mix_first)
-    view1, view2 = data.pair(2)
-    assert view1.shape == (3, 32, 32) and not torch.equal(view1, view2)
+    batch = next(iter(data))
+    assert batch["frames"].shape[1] == (2 if mix_first else 3)
+    view1, view2 = make_views(batch, SMALL)
+    assert view1.shape == (3, 3, 32, 32)
+    assert all(not torch.equal(a, b) for a, b in zip(view1, view2, strict=True))
+
+
+def test_frames_a_view_does_not_use_are_not_read(decoded_sample):
+    data = dataset(decoded_sample, pairs=PairSpec(mode="two_frames"), mix_first=False)
+    frames = next(iter(data))["frames"]  # two_frames: view 1 = the anchor (w = 1)
+    assert (frames[:, 0] == 0).all() and (frames[:, 1:] > 0).any(dim=(1, 2, 3, 4)).all()
+    same = dataset(decoded_sample, pairs=PairSpec(mode="same_frame"), mix_first=False)
+    frames = next(iter(same))["frames"]  # same_frame: no anchor, each view its own crop
+    assert (frames[:, 1] == 0).all() and not torch.equal(frames[:, 0], frames[:, 2])
 
 
 def test_unlabelled_videos_and_missing_frames(decoded_sample):
@@ -93,15 +111,22 @@ def test_unlabelled_videos_and_missing_frames(decoded_sample):
     assert len(data) == 3
 
 
-def test_frame_level_batches_mix_frames_of_videos(decoded_sample):
+@pytest.mark.parametrize("mode", ["same_frame", "ppi"])
+def test_frame_level_batches_mix_frames_of_videos(decoded_sample, mode):
+    """SimCLR (same_frame) and USCL Table 2 "I2 only" (ppi): pairs drawn per frame."""
     manifest = load_manifest(decoded_sample)
-    data = dataset(decoded_sample, frame_level=True, batch_size=16)
+    data = dataset(decoded_sample, frame_level=True, batch_size=16,
+                   pairs=PairSpec(mode=mode))
     batches = list(data)
     assert sum(len(b["video"]) for b in batches) == len(manifest.frames)
     assert any(len(set(b["video"].tolist())) < len(b["video"]) for b in batches), \
         "frames of one video can meet in a batch (SimCLR's similarity conflict)"
-    view1, view2 = data.pair(0)
-    assert not torch.equal(view1, view2)
+    weights = torch.cat([b["weights"] for b in batches])
+    if mode == "same_frame":
+        assert (weights == 0).all()
+        assert data.plan(5, None).frames == (data.items[5][1],) * 3  # that very frame
+    else:
+        assert ((weights > 0) & (weights < 1)).float().mean() > 0.9, "mixed positives"
 
 
 def test_jpegs_are_decoded_at_reduced_size_when_the_view_is_small():

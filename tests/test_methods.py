@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipeline.augment import AugmentSpec
+from pipeline.augment import AugmentSpec, make_views
 from pipeline.loader import PairDataset
 from pipeline.losses import UNLABELLED
 from pipeline.manifest import load_manifest
@@ -19,9 +19,12 @@ def batch(decoded_sample):
     manifest = load_manifest(decoded_sample)
     videos = manifest.videos["video_id"].tolist()[:6]
     labels = [0, 1, 0, 1, UNLABELLED, 1]
-    data = PairDataset(manifest, videos, labels, PairSpec(), AugmentSpec(size=32),
-                       mix_first=True, batch_size=6, seed=0)
-    return next(iter(data))
+    augment = AugmentSpec(size=32)
+    data = PairDataset(manifest, videos, labels, PairSpec(), augment, mix_first=True,
+                       batch_size=6, seed=0)
+    loaded = next(iter(data))
+    view1, view2 = make_views(loaded, augment)
+    return {"view1": view1, "view2": view2, "label": loaded["label"]}
 
 
 def test_registry():
@@ -31,7 +34,8 @@ def test_registry():
     with pytest.raises(ValueError, match="registered twice"):
         register("uscl")(Method)
     assert not build_method("scratch", MethodConfig()).trains
-    assert build_method("simclr", MethodConfig()).frame_level
+    simclr = build_method("simclr", MethodConfig())
+    assert simclr.frame_level and simclr.pair_mode == "same_frame"
 
 
 @pytest.mark.parametrize("preset", ["code", "paper"])

@@ -14,7 +14,16 @@ import torch
 
 from pipeline.config import TrainConfig
 from pipeline.manifest import load_manifest
-from pipeline.train import BACKBONE, CARD, CHECKPOINT, label_indices, learning_rate_factor, pretrain
+from pipeline.methods import MethodConfig, build_method
+from pipeline.train import (
+    BACKBONE,
+    CARD,
+    CHECKPOINT,
+    label_indices,
+    learning_rate_factor,
+    pair_spec,
+    pretrain,
+)
 from pipeline.tv_compat import torchvision
 
 TINY = TrainConfig(epochs=3, image_size=32, batch_size=4, workers=0, constant_epochs=1)
@@ -37,6 +46,25 @@ def test_export_loads_into_torchvision_and_card_says_what_ran(decoded_sample, tm
     assert {"contrastive", "supervised", "total", "lr"} <= set(saved["final_losses"])
     metrics = (tmp_path / "dvclive" / "plots" / "metrics" / "train" / "total.tsv").read_text()
     assert len(metrics.strip().splitlines()) == 1 + 3
+
+
+def test_pair_spec_follows_preset_and_method():
+    uscl, simclr = (build_method(name, MethodConfig()) for name in ("uscl", "simclr"))
+    code, mix_first = pair_spec(TrainConfig(preset="code"), uscl)
+    assert code.mode == "ppi" and code.shared_weight and not code.chronological and not mix_first
+    paper, mix_first = pair_spec(TrainConfig(preset="paper"), uscl)
+    assert paper.chronological and not paper.shared_weight and mix_first
+    assert pair_spec(TrainConfig(pair_mode="two_frames"), uscl)[0].mode == "two_frames"
+    assert pair_spec(TrainConfig(pair_mode="ppi"), simclr)[0].mode == "same_frame"
+
+
+def test_frame_level_negatives_train(decoded_sample, tmp_path):
+    """USCL Table 2 "I2 only": PPI positives, pairs drawn per frame (more batches)."""
+    config = replace(TINY, epochs=1, negatives="frames")
+    card, _ = pretrain(load_manifest(decoded_sample), train_videos(decoded_sample), config,
+                       tmp_path, progress=False)
+    assert card["params"]["negatives"] == "frames"
+    assert all(torch.isfinite(torch.tensor(v)) for v in card["final_losses"].values())
 
 
 def test_scratch_exports_the_seeded_initialisation(decoded_sample, tmp_path):

@@ -59,13 +59,15 @@ class Method(nn.Module):
     """Base class: owns ``self.backbone`` (a torchvision model without classifier).
 
     Subclasses add heads and implement :meth:`loss`. ``frame_level`` methods draw batches of
-    frames (two augmentations of one frame) instead of one pair per video; ``trains`` is False
+    frames instead of one pair per video, ``pair_mode`` fixes how a pair is drawn (SimCLR:
+    two augmentations of one frame, whatever ``train.pair_mode``); ``trains`` is False
     for methods that export their initialisation unchanged; ``has_unused_parameters`` for
     methods whose forward leaves some parameters without gradient.
     """
 
     name = "base"
     frame_level = False
+    pair_mode: str | None = None
     trains = True
     has_unused_parameters = False  # DDP must then look for them every step
 

@@ -14,6 +14,7 @@ class SimCLR(USCL):
     """USCL's model and NT-Xent without the supervised branch, on frame-level batches."""
 
     frame_level = True
+    pair_mode = "same_frame"
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(replace(config, supervised_weight=0.0))

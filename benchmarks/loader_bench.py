@@ -1,9 +1,12 @@
 """Pair-loader benchmark on COVID-BLUES (``../shared/data/covid-blues``), in one run:
 
 * ``shards``: :class:`pipeline.loader.PairDataset`, USCL code preset (three frames, augment
-  then mix), frames read by byte offset from the per-video tars, cropped and flipped in the
-  workers; colour jitter, mix and normalisation by :func:`pipeline.augment.make_views` on
-  each batch in the main process (the training device's job; here the CPU), timed with it;
+  then mix), frames read by byte offset from the per-video tars, cropped, flipped and
+  colour-jittered in the workers (``train.jitter_on: workers``, the CPU setting); mix and
+  normalisation by :func:`pipeline.augment.make_views` in the main process, timed with it;
+* ``shards-for-gpu``: the same loader with the jitter left to the device (the GPU setting):
+  what the workers deliver, frames ready for the device; the device's share (batched jitter,
+  mix, normalisation) is NOT in this figure: it needs a GPU to be measured fairly;
 * ``folders``: the authors' input path: one folder of JPEG files per video (the same JPEG
   bytes), ``os.listdir`` + ``random.sample`` of three files, PIL decode, the authors'
   torchvision transform per frame (resize, crop, flip, jitter, normalise), then the mix;
@@ -105,7 +108,7 @@ def pairs_per_second(loader, epochs: int = 2, dataset=None, augment=None) -> flo
                 view1, _ = make_views(batch, augment)
                 pairs += len(view1)
             else:
-                pairs += len(batch[0])
+                pairs += len(batch["video"] if isinstance(batch, dict) else batch[0])
     return pairs / (time.perf_counter() - start)
 
 
@@ -143,14 +146,17 @@ def main() -> None:
     report = {"machine": f"{os.cpu_count()} cores, torch {torch.__version__}",
               "videos": len(videos), "frames": len(manifest.frames), "sizes": {}}
     for size in args.sizes:
-        shards, baseline = [], []
+        shards, for_gpu, baseline = [], [], []
+        augment = AugmentSpec(size=size)
         for _ in range(args.rounds):
-            augment = AugmentSpec(size=size)
-            data = PairDataset(manifest, videos, None,
-                               PairSpec(chronological=False, shared_weight=True),
-                               augment, False, BATCH, seed=0)
-            shards.append(pairs_per_second(DataLoader(data, batch_size=None, num_workers=2),
-                                           dataset=data, augment=augment))
+            for jitter_in_workers, results in ((True, shards), (False, for_gpu)):
+                data = PairDataset(manifest, videos, None,
+                                   PairSpec(chronological=False, shared_weight=True),
+                                   augment, False, BATCH, seed=0,
+                                   jitter_in_workers=jitter_in_workers)
+                results.append(pairs_per_second(
+                    DataLoader(data, batch_size=None, num_workers=2), dataset=data,
+                    augment=augment if jitter_in_workers else None))
             folder_data = FolderPairs(folders, size)
             baseline.append(pairs_per_second(DataLoader(folder_data, batch_size=BATCH,
                                                         shuffle=True, num_workers=2,
@@ -158,10 +164,13 @@ def main() -> None:
         step = train_step_pairs_per_second(size)
         ours, theirs = statistics.median(shards), statistics.median(baseline)
         paired = [a / b for a, b in zip(shards, baseline, strict=True)]
+        paired_gpu = [a / b for a, b in zip(for_gpu, baseline, strict=True)]
         report["sizes"][size] = {"shards_pairs_per_s": ours, "folders_pairs_per_s": theirs,
+                                 "shards_for_gpu_pairs_per_s": statistics.median(for_gpu),
                                  "train_step_pairs_per_s": step,
                                  "ratio_to_folders": statistics.median(paired),
                                  "ratio_to_folders_range": [min(paired), max(paired)],
+                                 "for_gpu_ratio_to_folders": statistics.median(paired_gpu),
                                  "ratio_to_train_step": ours / step}
         print(size, json.dumps(report["sizes"][size]), flush=True)
     text = json.dumps(report, indent=2)

@@ -7,9 +7,11 @@ from a seeded NumPy generator (so a sample does not depend on which worker draws
 * the geometry runs in the loader workers on PIL images: the square resize and the crop
   compose into one resampling of the source region (:func:`crop_view`), then the flip; the
   result is a small uint8 tensor;
-* the colour jitter, the PPI mix and the normalisation run on whole batches on the training
-  device (:func:`colour_jitter`, :func:`make_views`), with each sample's own factors and its
-  own order of the four jitter operations, as torchvision's ``ColorJitter`` applies them.
+* the colour jitter runs either there too, on PIL (the fast path on a CPU), or on whole
+  batches on the training device (:func:`colour_jitter`; the fast path on a GPU), in both
+  cases with each frame's own factors and its own order of the four operations, as
+  torchvision's ``ColorJitter`` applies them;
+* the PPI mix and the normalisation run batch-wise on the device (:func:`make_views`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+
+from pipeline.tv_compat import transforms_v2 as v2
 
 GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 
@@ -90,15 +94,24 @@ def draw_view(rng: np.random.Generator, spec: AugmentSpec) -> ViewParams:
     return ViewParams(box, flip, factors, order)  # type: ignore[arg-type]
 
 
-def crop_view(image: Image.Image, params: ViewParams, size: int) -> torch.Tensor:
+PIL_JITTER = (v2.functional.adjust_brightness, v2.functional.adjust_contrast,
+              v2.functional.adjust_saturation, v2.functional.adjust_hue)
+
+
+def crop_view(image: Image.Image, params: ViewParams, size: int,
+              jitter: bool = False) -> torch.Tensor:
     """The crop of ``params.box`` resampled to ``size`` x ``size`` (the square resize and the
-    crop in one step), flipped if drawn: a uint8 tensor (3, size, size)."""
+    crop in one step), flipped if drawn, colour-jittered on PIL if ``jitter``: a uint8 tensor
+    (3, size, size)."""
     width, height = image.size
     left, top, right, bottom = params.box
     view = image.resize((size, size), Image.BILINEAR,
                         box=(left * width, top * height, right * width, bottom * height))
     if params.flip:
         view = view.transpose(Image.FLIP_LEFT_RIGHT)
+    if jitter:
+        for operation in params.order:
+            view = PIL_JITTER[operation](view, params.factors[operation])
     return torch.frombuffer(bytearray(view.tobytes()), dtype=torch.uint8) \
         .view(size, size, 3).permute(2, 0, 1)
 
@@ -164,15 +177,18 @@ def make_views(batch: dict[str, torch.Tensor],
                spec: AugmentSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """The two normalised views of a loader batch, computed on the batch's device.
 
-    ``batch["frames"]`` is uint8 (B, F, 3, S, S) with jitter ``factors``/``order`` (B, F, 4).
+    ``batch["frames"]`` is uint8 (B, F, 3, S, S), with jitter ``factors``/``order``
+    (B, F, 4) when the colour jitter is still to be applied (else it was, in the loader).
     F = 2: the views themselves (mixed before augmenting, or unmixed). F = 3: frames
     (perturbation 1, anchor, perturbation 2), view k = ``w_k * anchor + (1 - w_k) *
     perturbation_k`` with ``batch["weights"]`` (B, 2) (USCL Eq. 2, mixed after augmenting).
     """
     frames = batch["frames"]
     count, slots = frames.shape[:2]
-    images = colour_jitter(frames.flatten(0, 1).float() / 255,
-                           batch["factors"].flatten(0, 1), batch["order"].flatten(0, 1))
+    images = frames.flatten(0, 1).float() / 255
+    if "factors" in batch:
+        images = colour_jitter(images, batch["factors"].flatten(0, 1),
+                               batch["order"].flatten(0, 1))
     images = images.view(count, slots, *images.shape[1:])
     if slots == 3:
         weights = batch["weights"].to(images.dtype).view(count, 2, 1, 1, 1)

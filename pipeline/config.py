@@ -121,6 +121,37 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class MetaConfig:
+    """Meta-USCL's CMW-Net and online meta update (``train.meta``; method-spec §6).
+
+    ``None`` means "per preset": ``normalise`` (code True, paper False: Meta-USCL Eq. 1),
+    ``meta_set`` (code ``released``: first frames of a random 20 % of ALL videos, which leaks
+    training videos; paper ``held_out``: PPI pairs of the held-out split only) and
+    ``virtual_momentum`` (code: the virtual SGD step uses the main optimiser's momentum and
+    weight decay; paper Eq. 7: a plain gradient step). ``virtual_lr: None`` uses the main
+    optimiser's current lr, as the released code does.
+    """
+
+    lr: float = 0.1               # main model SGD lr (paper alpha_1)
+    momentum: float = 0.9
+    warmup_epochs: int = 10
+    weight_net_lr: float = 6e-5   # CMW-Net Adam lr (paper alpha_2)
+    weight_net_hidden: int = 10
+    virtual_lr: float | None = None
+    virtual_momentum: bool | None = None
+    normalise: bool | None = None
+    meta_set: str | None = None
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.meta_set not in (None, "held_out", "released"):
+            raise ValueError(f"train.meta.meta_set must be held_out or released, got "
+                             f"{self.meta_set!r}")
+        if self.batch_size < 2:
+            raise ValueError("train.meta.batch_size must be >= 2")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Pretraining (``train:`` in params.yaml); the paper schedule is 300 epochs, batch 32,
     224 px, 10 constant epochs (method-spec §7). Defaults are CPU-sized for the sample."""
@@ -140,20 +171,27 @@ class TrainConfig:
     label_fraction: float = 1.0
     pair_mode: str = "ppi"
     negatives: str = "videos"
-    mix_alpha: float = 0.5
-    mix_beta: float = 0.5
+    mix_alpha: float | None = None  # None: the method's (USCL 0.5, Meta-USCL code 3)
+    mix_beta: float | None = None   # None: the method's (USCL 0.5, Meta-USCL code 5)
     temperature: float = 0.5
     supervised_weight: float = 0.2
+    jitter_on: str = "auto"
     amp: bool = True
     channels_last: bool = False
     compile: bool = False
+    meta: MetaConfig = field(default_factory=MetaConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.meta, dict):  # the nested train.meta section of params.yaml
+            object.__setattr__(self, "meta", from_mapping(MetaConfig, self.meta, "train.meta"))
         if not 0 <= self.label_fraction <= 1:
             raise ValueError(f"train.label_fraction must be in [0, 1], got {self.label_fraction}")
         if self.negatives not in ("videos", "frames"):
             raise ValueError(f"train.negatives must be 'videos' or 'frames', got "
                              f"{self.negatives!r}")
+        if self.jitter_on not in ("auto", "workers", "device"):
+            raise ValueError(f"train.jitter_on must be auto, workers or device, got "
+                             f"{self.jitter_on!r}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("train.epochs must be >= 1 and train.batch_size >= 2")
 

@@ -48,12 +48,23 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _stack(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([sample[key] for sample in samples]) for key in samples[0]}
+
+
 class PairDataset(IterableDataset):
     """Yields batches of frames ready for :func:`pipeline.augment.make_views`.
 
-    A batch is ``{"frames": uint8 (B, F, 3, S, S), "factors", "order": (B, F, 4),
-    "weights": (B, 2), "label", "video": (B,)}``: the cropped and flipped frames with their
-    colour-jitter draws (see :mod:`pipeline.augment`). One pair per video per epoch (SPG,
+    A batch is ``{"frames": uint8 (B, F, 3, S, S), "weights": (B, 2), "label", "video": (B,)}``:
+    the cropped and flipped frames (see :mod:`pipeline.augment`), colour-jittered already
+    (``jitter_in_workers``) or with their jitter draws ``"factors"``, ``"order"`` (B, F, 4)
+    for the training device to apply. One pair per video per epoch (SPG,
     negatives only across videos), or with ``frame_level`` one pair per frame, frames
     shuffled across videos (SimCLR; USCL Table 2 "I2 only"), so that frames of one video can
     be negatives of each other. A frame-level item in ``same_frame`` mode is that frame
@@ -68,13 +79,19 @@ class PairDataset(IterableDataset):
             False: augment each frame, then mix (USCL/HiCo code; F = 3, the anchor augmented
             once for both views).
         batch_size: videos per batch; seed: base seed; epoch: see :meth:`set_epoch`.
+        jitter_in_workers: apply the colour jitter here on PIL (fast on a CPU) instead of
+            leaving it to the device (fast on a GPU); the same draws either way.
+        meta: a second dataset (e.g. Meta-USCL's meta set) of which every batch carries a
+            random batch, under keys prefixed ``meta_``.
     """
 
     def __init__(self, manifest: Manifest, video_ids: list[str], labels: list[int] | None,
                  pairs: PairSpec, augment: AugmentSpec, mix_first: bool, batch_size: int,
-                 seed: int = 0, drop_last: bool = True, frame_level: bool = False) -> None:
+                 seed: int = 0, drop_last: bool = True, frame_level: bool = False,
+                 jitter_in_workers: bool = False, meta: PairDataset | None = None) -> None:
         super().__init__()
-        self.locations = frame_index(manifest, video_ids)
+        self.video_ids = list(video_ids)
+        self.locations = frame_index(manifest, self.video_ids)
         # An item is (video, frame): frame None = the pair is planned from the whole video.
         self.items: list[tuple[int, int | None]] = (
             [(video, frame) for video, frames in enumerate(self.locations)
@@ -84,6 +101,7 @@ class PairDataset(IterableDataset):
                                    [UNLABELLED] * len(video_ids), dtype=torch.long)
         self.pairs, self.augment, self.mix_first = pairs, augment, mix_first
         self.batch_size, self.seed, self.drop_last = batch_size, seed, drop_last
+        self.jitter_in_workers, self.meta = jitter_in_workers, meta
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -92,9 +110,7 @@ class PairDataset(IterableDataset):
 
     def batches(self) -> list[list[int]]:
         """This rank's batches of item indices for the current epoch."""
-        rank, world = 0, 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        rank, world = _rank_and_world()
         rng = np.random.default_rng(_seed(self.seed, self.epoch))
         return video_batches(len(self.items), self.batch_size, rng, rank, world,
                              self.drop_last)
@@ -104,15 +120,26 @@ class PairDataset(IterableDataset):
 
     def __iter__(self):
         worker = get_worker_info()
-        batches = self.batches()
+        positions = list(enumerate(self.batches()))
         if worker is not None:
-            batches = batches[worker.id::worker.num_workers]
-        for batch in batches:
-            samples = [self.sample(item) for item in batch]
+            positions = positions[worker.id::worker.num_workers]
+        rank, _ = _rank_and_world()
+        for position, batch in positions:
             videos = torch.tensor([self.items[item][0] for item in batch])
-            stacked = {key: torch.stack([sample[key] for sample in samples])
-                       for key in samples[0]}
-            yield {**stacked, "label": self.labels[videos], "video": videos}
+            loaded = {**_stack([self.sample(item) for item in batch]),
+                      "label": self.labels[videos], "video": videos}
+            if self.meta is not None:
+                meta = self.meta.random_batch((self.epoch, rank, position))
+                loaded.update({f"meta_{key}": value for key, value in meta.items()})
+            yield loaded
+
+    def random_batch(self, key: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """A batch of ``batch_size`` distinct items (all, if fewer) drawn at random, seeded
+        by ``key``: a fresh random batch per training step (Meta-USCL's meta batches)."""
+        rng = np.random.default_rng(_seed(self.seed, *key))
+        items = rng.choice(len(self.items), min(self.batch_size, len(self.items)), replace=False)
+        videos = torch.tensor([self.items[item][0] for item in items])
+        return {**_stack([self.sample(int(item), key) for item in items]), "video": videos}
 
     def plan(self, item: int, rng: np.random.Generator) -> PairPlan:
         video, frame = self.items[item]
@@ -120,10 +147,12 @@ class PairDataset(IterableDataset):
             return PairPlan((frame, frame, frame), (0.0, 0.0))
         return plan_pair(rng, len(self.locations[video]), self.pairs)
 
-    def sample(self, item: int) -> dict[str, torch.Tensor]:
-        """One item's frames and draws for the current epoch (deterministic in seed, epoch
-        and item). Frames a view does not use (weight 0 or 1) are left black, unread."""
-        rng = np.random.default_rng(_seed(self.seed, self.epoch, item))
+    def sample(self, item: int, key: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
+        """One item's frames and draws, deterministic in (seed, ``key``, item); ``key``
+        defaults to the current epoch. Frames a view does not use (weight 0 or 1) are left
+        black, unread."""
+        key = (self.epoch,) if key is None else key
+        rng = np.random.default_rng(_seed(self.seed, *key, item))
         plan = self.plan(item, rng)
         first, anchor, last = plan.frames
         w1, w2 = plan.weights
@@ -143,12 +172,13 @@ class PairDataset(IterableDataset):
                        images.get(last) if w2 < 1 else None]
         draws = [draw_view(rng, self.augment) for _ in sources]
         blank = torch.zeros(3, size, size, dtype=torch.uint8)
-        frames = [crop_view(image, draw, size) if image is not None else blank
-                  for image, draw in zip(sources, draws, strict=True)]
-        return {"frames": torch.stack(frames),
-                "factors": torch.tensor([draw.factors for draw in draws]),
-                "order": torch.tensor([draw.order for draw in draws]),
-                "weights": torch.tensor(plan.weights)}
+        frames = [crop_view(image, draw, size, self.jitter_in_workers) if image is not None
+                  else blank for image, draw in zip(sources, draws, strict=True)]
+        sample = {"frames": torch.stack(frames), "weights": torch.tensor(plan.weights)}
+        if not self.jitter_in_workers:
+            sample["factors"] = torch.tensor([draw.factors for draw in draws])
+            sample["order"] = torch.tensor([draw.order for draw in draws])
+        return sample
 
 
 def _mix_images(anchor: Image.Image, other: Image.Image, weight: float) -> Image.Image:

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-PairMode = Literal["same_frame", "two_frames", "ppi"]
+PairMode = Literal["same_frame", "first_frame", "two_frames", "ppi"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,9 @@ class PairSpec:
     """How a video's positive pair is drawn.
 
     Attributes:
-        mode: S1 ``same_frame`` (one frame, two augmentations), S2 ``two_frames``, S3 ``ppi``.
+        mode: S1 ``same_frame`` (one frame, two augmentations), S2 ``two_frames``, S3 ``ppi``;
+            ``first_frame``: the video's first frame, twice (the released Meta-USCL code's
+            S1 and meta pairs).
         alpha, beta: the Beta distribution of the anchor weights ``w_k``.
         chronological: three frames in time order with the middle one as anchor (papers);
             False: three distinct frames in drawn order, the second as anchor (USCL code).
@@ -41,7 +43,7 @@ class PairSpec:
     max_distance: int | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in ("same_frame", "two_frames", "ppi"):
+        if self.mode not in ("same_frame", "first_frame", "two_frames", "ppi"):
             raise ValueError(f"unknown pair mode {self.mode!r}")
         if self.alpha <= 0 or self.beta <= 0:
             raise ValueError(f"Beta parameters must be positive, got {self.alpha}, {self.beta}")
@@ -91,6 +93,8 @@ def plan_pair(rng: np.random.Generator, frame_count: int, spec: PairSpec) -> Pai
     if frame_count < 1:
         raise ValueError("a video needs at least one frame to make a pair")
     mode = spec.mode
+    if mode == "first_frame":
+        return PairPlan((0, 0, 0), (0.0, 0.0))
     if (mode == "ppi" and frame_count < 3) or (mode == "two_frames" and frame_count < 2):
         mode = "two_frames" if frame_count == 2 else "same_frame"
     if mode == "same_frame":  # two views of one frame, each its own augmentation

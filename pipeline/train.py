@@ -37,25 +37,6 @@ BACKBONE = "backbone.pt"
 CARD = "card.json"
 
 
-def pair_spec(config: TrainConfig, method: Method) -> tuple[PairSpec, bool]:
-    """Pair drawing and mix order for USCL-style methods (method-spec §2.1): the released
-    code draws three frames in any order, one shared weight, augments then mixes; the paper
-    draws them in time order, two independent weights, mixes then augments. A method may fix
-    the pair mode (SimCLR: one frame augmented twice)."""
-    code = config.preset == "code"
-    spec = PairSpec(mode=method.pair_mode or config.pair_mode, alpha=config.mix_alpha,
-                    beta=config.mix_beta, chronological=not code, shared_weight=code)
-    return spec, not code
-
-
-def learning_rate_factor(epoch: int, config: TrainConfig) -> float:
-    """Constant for ``constant_epochs`` epochs, then cosine annealing to 0 at ``epochs``."""
-    if epoch < config.constant_epochs:
-        return 1.0
-    span = max(1, config.epochs - config.constant_epochs)
-    return 0.5 * (1 + math.cos(math.pi * (epoch - config.constant_epochs) / span))
-
-
 def label_indices(videos: pd.DataFrame, fraction: float, seed: int) -> tuple[list[int], list[str]]:
     """Class index per video, with only a seeded ``fraction`` of the labelled videos keeping
     their label (at least one when ``fraction`` > 0); the rest are UNLABELLED."""
@@ -91,9 +72,11 @@ def init_distributed() -> Distributed:
 
 
 def pretrain(manifest: Manifest, train_videos: pd.DataFrame, config: TrainConfig,
-             out_dir: Path, progress: bool = True) -> tuple[dict[str, object], Method]:
+             out_dir: Path, progress: bool = True, held_out: list[str] | None = None
+             ) -> tuple[dict[str, object], Method]:
     """Pretrain ``config.method`` on ``train_videos``; write the backbone and its card (rank 0)
-    and return the card and the trained method."""
+    and return the card and the trained method. ``held_out``: the split's other video ids,
+    which only a method with a meta set may use (Meta-USCL's ``held_out`` preset)."""
     out_dir = Path(out_dir)
     dist = init_distributed()
     device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
@@ -102,20 +85,25 @@ def pretrain(manifest: Manifest, train_videos: pd.DataFrame, config: TrainConfig
     method = build_method(config.method, MethodConfig(
         backbone=config.backbone, imagenet=config.imagenet, preset=config.preset,
         num_classes=max(1, len(classes)), temperature=config.temperature,
-        supervised_weight=config.supervised_weight)).to(device)
+        supervised_weight=config.supervised_weight, meta=config.meta)).to(device)
     if config.channels_last:
         method = method.to(memory_format=torch.channels_last)
     data_key = _data_fingerprint(manifest, train_videos)
+    train_ids = train_videos["video_id"].tolist()
+    meta = method.meta_set(train_ids, list(held_out or []), config)
     history: list[dict[str, float]] = []
     if method.trains:
-        history = _train(method, manifest, train_videos, labels, config, data_key, out_dir,
-                         dist, device, progress)
+        history = _train(method, manifest, train_videos, labels, meta, config, data_key,
+                         out_dir, dist, device, progress)
     card = {"method": config.method, "preset": config.preset, "backbone": config.backbone,
             "classes": classes, "train_videos": len(train_videos),
             "labelled_videos": sum(label != UNLABELLED for label in labels),
             "epochs": config.epochs if method.trains else 0, "params": asdict(config),
             "data": data_key,
             "final_losses": history[-1] if history else {}}
+    if meta is not None:  # say plainly whether the meta set saw training videos
+        card["meta_set"] = {"videos": len(meta[0]), "pairs": meta[1].mode,
+                            "training_videos_in_it": len(set(meta[0]) & set(train_ids))}
     if dist.main:
         with atomic_path(out_dir / BACKBONE) as temporary:
             torch.save(torchvision_state_dict(method.backbone), temporary)
@@ -130,13 +118,21 @@ def _data_fingerprint(manifest: Manifest, videos: pd.DataFrame) -> str:
 
 
 def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: list[int],
-           config: TrainConfig, data_key: str, out_dir: Path, dist: Distributed,
-           device: torch.device, progress: bool) -> list[dict[str, float]]:
-    pairs, mix_first = pair_spec(config, method)
+           meta: tuple[list[str], PairSpec] | None, config: TrainConfig, data_key: str,
+           out_dir: Path, dist: Distributed, device: torch.device,
+           progress: bool) -> list[dict[str, float]]:
+    pairs, mix_first = method.pair_spec(config)
     augment = replace(AugmentSpec(), size=config.image_size)
+    jitter_in_workers = config.jitter_on == "workers" or (
+        config.jitter_on == "auto" and device.type != "cuda")
+    meta_data = None if meta is None else PairDataset(
+        manifest, meta[0], None, meta[1], augment, mix_first=True,
+        batch_size=config.meta.batch_size, seed=config.seed + 1, drop_last=False,
+        jitter_in_workers=jitter_in_workers)
     data = PairDataset(manifest, videos["video_id"].tolist(), labels, pairs, augment, mix_first,
                        config.batch_size, config.seed,
-                       frame_level=method.frame_level or config.negatives == "frames")
+                       frame_level=method.frame_level or config.negatives == "frames",
+                       jitter_in_workers=jitter_in_workers, meta=meta_data)
     loader = DataLoader(data, batch_size=None, num_workers=config.workers,
                         persistent_workers=False)
     model = method
@@ -145,11 +141,10 @@ def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: lis
             method, device_ids=[dist.local_rank] if device.type == "cuda" else None,
             find_unused_parameters=method.has_unused_parameters)
     step = torch.compile(model) if config.compile else model
-    optimiser = torch.optim.Adam(method.parameters(), lr=config.lr,
-                                 weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda epoch: learning_rate_factor(epoch, config))
-    run_key = json.dumps({"params": asdict(config), "data": data_key}, sort_keys=True)
+    optimiser, lr_factor = method.configure_optimiser(config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor)
+    run_key = json.dumps({"params": asdict(config), "data": data_key,
+                          "meta_set": meta[0] if meta else None}, sort_keys=True)
     start, history = _resume(out_dir / CHECKPOINT, run_key, method, optimiser, scheduler)
     live = _live(out_dir, resume=start > 0) if dist.main else None
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and config.amp \
@@ -162,16 +157,8 @@ def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: lis
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                    disable=not (progress and dist.main))
         for batch in bar:
-            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-            views = make_views(batch, augment)
-            if config.channels_last:
-                views = [view.contiguous(memory_format=torch.channels_last) for view in views]
-            batch = {"view1": views[0], "view2": views[1], "label": batch["label"]}
-            with autocast:
-                terms = step(batch)
-            optimiser.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimiser.step()
+            batch = _views_on(device, batch, augment, config.channels_last)
+            terms = method.training_step(step, batch, optimiser, autocast)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             images += 2 * len(batch["label"])
@@ -194,6 +181,23 @@ def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: lis
     if live is not None:
         live.end()
     return history
+
+
+def _views_on(device: torch.device, loaded: dict[str, torch.Tensor], augment: AugmentSpec,
+              channels_last: bool) -> dict[str, torch.Tensor]:
+    """Move a loader batch to ``device`` and make its views there (and its meta batch's)."""
+    loaded = {key: value.to(device, non_blocking=True) for key, value in loaded.items()}
+    batch = {"label": loaded["label"]}
+    for prefix in ("", "meta_"):
+        if f"{prefix}frames" not in loaded:
+            continue
+        part = {key[len(prefix):]: value for key, value in loaded.items()
+                if key.startswith(prefix)}
+        for index, view in enumerate(make_views(part, augment), start=1):
+            if channels_last:
+                view = view.contiguous(memory_format=torch.channels_last)
+            batch[f"{prefix}view{index}"] = view
+    return batch
 
 
 def _live(out_dir: Path, resume: bool):

@@ -20,7 +20,8 @@ def main(dataset: str = "pretrain", data: Path = Path("data"),
     split = pd.read_csv(data / dataset / "split.csv")
     train = manifest.videos.merge(split.loc[split["split"] == "train", ["video_id"]],
                                   on="video_id").sort_values("video_id")
-    card, _ = pretrain(manifest, train, params.train, out)
+    held_out = sorted(split.loc[split["split"] != "train", "video_id"])
+    card, _ = pretrain(manifest, train, params.train, out, held_out=held_out)
     print(f"pretrain: {card['method']} ({card['preset']}) on {card['train_videos']} videos, "
           f"{card['epochs']} epochs, final losses {card['final_losses']}")
 

@@ -96,3 +96,26 @@ def test_make_views_mixes_after_jitter_and_normalises(slots):
     mean, std = np.array(spec.mean)[:, None, None], np.array(spec.std)[:, None, None]
     np.testing.assert_allclose(view1.numpy(), (views[:, 0] - mean) / std, atol=1e-5)
     np.testing.assert_allclose(view2.numpy(), (views[:, 1] - mean) / std, atol=1e-5)
+
+
+def test_jitter_on_pil_in_the_workers_matches_the_batched_device_jitter():
+    """Same draws, two places: they differ only by PIL's uint8 rounding between operations."""
+    rng = np.random.default_rng(3)
+    spec = AugmentSpec()
+    yy, xx = np.mgrid[0:48, 0:48]
+    pixels = np.stack([xx * 5, yy * 5, (xx + yy) * 2], axis=-1).clip(0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    misses = []
+    for _ in range(20):
+        draw = draw_view(rng, spec)
+        on_pil = crop_view(image, draw, 32, jitter=True).float() / 255
+        plain = crop_view(image, draw, 32).float()[None] / 255
+        on_device = colour_jitter(plain, torch.tensor([draw.factors]),
+                                  torch.tensor([draw.order]))[0]
+        difference = (on_pil - on_device).abs()
+        assert difference.mean() < 0.015 and difference.quantile(0.99) < 0.1, draw
+        other = draw_view(rng, spec)  # control: another draw's jitter is far off
+        unrelated = colour_jitter(plain, torch.tensor([other.factors]),
+                                  torch.tensor([other.order]))[0]
+        misses.append(float((on_pil - unrelated).abs().mean()))
+    assert np.median(misses) > 0.05

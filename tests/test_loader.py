@@ -93,6 +93,16 @@ def test_the_two_views_differ_in_every_mode(decoded_sample, mode, mix_first):
     assert all(not torch.equal(a, b) for a, b in zip(view1, view2, strict=True))
 
 
+def test_jitter_in_workers_ships_finished_frames(decoded_sample):
+    device = next(iter(dataset(decoded_sample)))
+    workers = next(iter(dataset(decoded_sample, jitter_in_workers=True)))
+    assert "factors" in device and "factors" not in workers and "order" not in workers
+    assert not torch.equal(device["frames"], workers["frames"])
+    view1, _ = make_views(workers, SMALL)
+    reference, _ = make_views(device, SMALL)
+    assert (view1 - reference).abs().mean() < 0.1  # the same draws, applied on PIL
+
+
 def test_frames_a_view_does_not_use_are_not_read(decoded_sample):
     data = dataset(decoded_sample, pairs=PairSpec(mode="two_frames"), mix_first=False)
     frames = next(iter(data))["frames"]  # two_frames: view 1 = the anchor (w = 1)

@@ -11,7 +11,7 @@ from pipeline.methods import METHODS, MethodConfig, build_method, register
 from pipeline.methods.base import Method
 from pipeline.pairs import PairSpec
 
-TRAINING = ["uscl", "simclr", "supervised", "hico"]
+TRAINING = ["uscl", "simclr", "supervised", "hico", "meta_uscl", "meta_simclr"]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,8 @@ def batch(decoded_sample):
 
 
 def test_registry():
-    assert set(METHODS) == {"uscl", "simclr", "supervised", "hico", "scratch"}
+    assert set(METHODS) == {"uscl", "simclr", "supervised", "hico", "scratch", "meta_uscl",
+                            "meta_simclr"}
     with pytest.raises(ValueError, match="unknown method 'byol'"):
         build_method("byol", MethodConfig())
     with pytest.raises(ValueError, match="registered twice"):

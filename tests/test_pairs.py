@@ -79,6 +79,9 @@ def test_modes_s1_and_s2():
         two = plan_pair(rng, 20, PairSpec(mode="two_frames"))
         first, second = two.view(0)[0][0], two.view(1)[1][0]
         assert first < second
+    assert {plan_pair(rng, n, PairSpec(mode="first_frame")).frames for n in (1, 2, 20)} \
+        == {(0, 0, 0)}
+    assert len({plan_pair(rng, 20, PairSpec(mode="same_frame")).frames for _ in range(50)}) > 5
     with pytest.raises(ValueError, match="pair mode"):
         PairSpec(mode="four")
 

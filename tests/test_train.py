@@ -15,13 +15,12 @@ import torch
 from pipeline.config import TrainConfig
 from pipeline.manifest import load_manifest
 from pipeline.methods import MethodConfig, build_method
+from pipeline.schedules import constant_then_cosine, warmup_then_cosine
 from pipeline.train import (
     BACKBONE,
     CARD,
     CHECKPOINT,
     label_indices,
-    learning_rate_factor,
-    pair_spec,
     pretrain,
 )
 from pipeline.tv_compat import torchvision
@@ -50,12 +49,14 @@ def test_export_loads_into_torchvision_and_card_says_what_ran(decoded_sample, tm
 
 def test_pair_spec_follows_preset_and_method():
     uscl, simclr = (build_method(name, MethodConfig()) for name in ("uscl", "simclr"))
-    code, mix_first = pair_spec(TrainConfig(preset="code"), uscl)
+    code, mix_first = uscl.pair_spec(TrainConfig(preset="code"))
     assert code.mode == "ppi" and code.shared_weight and not code.chronological and not mix_first
-    paper, mix_first = pair_spec(TrainConfig(preset="paper"), uscl)
+    paper, mix_first = uscl.pair_spec(TrainConfig(preset="paper"))
     assert paper.chronological and not paper.shared_weight and mix_first
-    assert pair_spec(TrainConfig(pair_mode="two_frames"), uscl)[0].mode == "two_frames"
-    assert pair_spec(TrainConfig(pair_mode="ppi"), simclr)[0].mode == "same_frame"
+    assert (code.alpha, code.beta) == (0.5, 0.5)
+    assert uscl.pair_spec(TrainConfig(pair_mode="two_frames"))[0].mode == "two_frames"
+    assert uscl.pair_spec(TrainConfig(mix_alpha=2.0))[0].alpha == 2.0
+    assert simclr.pair_spec(TrainConfig(pair_mode="ppi"))[0].mode == "same_frame"
 
 
 def test_frame_level_negatives_train(decoded_sample, tmp_path):
@@ -78,10 +79,19 @@ def test_scratch_exports_the_seeded_initialisation(decoded_sample, tmp_path):
 
 
 def test_schedule_is_constant_then_cosine_to_zero():
-    config = TrainConfig(epochs=300, constant_epochs=10)
-    assert [learning_rate_factor(e, config) for e in (0, 9, 10)] == [1.0, 1.0, 1.0]
-    assert learning_rate_factor(155, config) == pytest.approx(0.5)
-    assert learning_rate_factor(299, config) < 1e-3
+    assert [constant_then_cosine(e, 300, 10) for e in (0, 9, 10)] == [1.0, 1.0, 1.0]
+    assert constant_then_cosine(155, 300, 10) == pytest.approx(0.5)
+    assert constant_then_cosine(299, 300, 10) < 1e-3
+
+
+def test_meta_uscl_schedule_warms_up_exponentially_then_cosine():
+    """Meta-USCL code: 0.1 + 0.9 exp(-5 (1 - e/10)^2) up to epoch 10, then cosine."""
+    assert warmup_then_cosine(0, 300, 10) == pytest.approx(0.1 + 0.9 * 2.718281828 ** -5)
+    assert warmup_then_cosine(5, 300, 10) == pytest.approx(0.1 + 0.9 * 2.718281828 ** -1.25)
+    assert warmup_then_cosine(10, 300, 10) == 1.0
+    assert warmup_then_cosine(155, 300, 10) == pytest.approx(0.5)
+    factors = [warmup_then_cosine(e, 300, 10) for e in range(300)]
+    assert factors[:11] == sorted(factors[:11]) and factors[10:] == sorted(factors[10:])[::-1]
 
 
 def test_label_fraction_keeps_a_seeded_share():
@@ -156,7 +166,7 @@ torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["uscl", "hico"])
+@pytest.mark.parametrize("method", ["uscl", "hico", "meta_uscl"])
 def test_two_gloo_ranks_stay_in_sync(decoded_sample, tmp_path, method):
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
@@ -168,6 +178,7 @@ def test_two_gloo_ranks_stay_in_sync(decoded_sample, tmp_path, method):
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    assert all(torch.equal(rank0[key], rank1[key]) for key in rank0)
+    tensors = [key for key, value in rank0.items() if isinstance(value, torch.Tensor)]
+    assert all(torch.equal(rank0[key], rank1[key]) for key in tensors)  # CMW-Net's too
     exported = torch.load(tmp_path / "backbone.pt", weights_only=True)
     assert all(torch.equal(value, rank0[f"backbone.{key}"]) for key, value in exported.items())

@@ -1,15 +1,21 @@
-"""What every pretraining method is: a backbone, its heads, and a loss on a batch of pairs."""
+"""What every pretraining method is: a backbone, its heads, a loss on a batch of pairs, and
+how it is optimised (the defaults are USCL's; a method overrides what it does differently)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
+from pipeline.config import MetaConfig, TrainConfig
 from pipeline.models import build_backbone
+from pipeline.pairs import PairSpec
+from pipeline.schedules import constant_then_cosine
 
 Preset = Literal["paper", "code"]
 METHODS: dict[str, type[Method]] = {}
@@ -32,6 +38,7 @@ class MethodConfig:
     hico_peer_weight: float = 0.5     # HiCo lambda
     hico_alpha: float = 0.2           # softened-CE alpha
     hico_fpn_batch_norm: bool | None = None  # None: per preset (paper True, code False)
+    meta: MetaConfig = field(default_factory=MetaConfig)  # Meta-USCL (§6)
 
     def __post_init__(self) -> None:
         if self.preset not in ("paper", "code"):
@@ -83,6 +90,43 @@ class Method(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The loss terms: calling the module (not :meth:`loss`) lets DDP sync gradients."""
         return self.loss(batch)
+
+    def pair_spec(self, config: TrainConfig) -> tuple[PairSpec, bool]:
+        """How pairs are drawn, and whether frames are mixed before augmenting (method-spec
+        §2.1): the released USCL/HiCo code draws three frames in any order with one shared
+        Beta(0.5, 0.5) weight and augments before mixing; the paper draws them in time order
+        with two independent weights and mixes first."""
+        code = config.preset == "code"
+        return PairSpec(mode=self.pair_mode or config.pair_mode,
+                        alpha=config.mix_alpha or 0.5, beta=config.mix_beta or 0.5,
+                        chronological=not code, shared_weight=code), not code
+
+    def configure_optimiser(self, config: TrainConfig
+                            ) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
+        """Adam (lr, weight decay) and the per-epoch lr factor: constant, then cosine (§7)."""
+        optimiser = torch.optim.Adam(self.parameters(), lr=config.lr,
+                                     weight_decay=config.weight_decay)
+        return optimiser, lambda epoch: constant_then_cosine(epoch, config.epochs,
+                                                             config.constant_epochs)
+
+    def meta_set(self, train_videos: list[str], held_out_videos: list[str],
+                 config: TrainConfig) -> tuple[list[str], PairSpec] | None:
+        """Videos and pair rule of a second stream of pairs the update needs (Meta-USCL's
+        meta set), or None; its batches reach :meth:`training_step` as ``meta_view1/2``."""
+        return None
+
+    def training_step(self, forward: Callable, batch: dict[str, torch.Tensor],
+                      optimiser: torch.optim.Optimizer,
+                      autocast: AbstractContextManager) -> dict[str, torch.Tensor]:
+        """One optimisation step on ``batch``; ``forward`` is this method as the engine runs
+        it (wrapped in DDP and/or compiled), ``autocast`` the precision context of forward
+        passes. Methods with their own update override this."""
+        with autocast:
+            terms = forward(batch)
+        optimiser.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimiser.step()
+        return terms
 
     def supervised_total(self, ce_1: torch.Tensor, ce_2: torch.Tensor) -> torch.Tensor:
         """The two views' supervised terms: weighted per view (code) or averaged (paper)."""

@@ -1,0 +1,215 @@
+"""Meta-USCL (IEEE TMI 2022): positive pairs weighted by a meta-learned CMW-Net (Eqs. 1, 5-9).
+
+Every iteration (Meta-USCL §III.C, method-spec §6.2):
+
+1. virtual step (Eq. 7): ``theta_hat(phi) = theta - a * grad_theta L_w(theta, phi)``, the
+   CMW-Net-weighted loss of the batch, kept differentiable in the CMW-Net parameters ``phi``
+   (``torch.func.functional_call`` on the live modules; ``theta`` itself detached);
+2. meta step (Eq. 8): one Adam step of CMW-Net on the unweighted InfoNCE of a meta batch
+   through ``theta_hat`` (second order);
+3. real step (Eq. 9): one SGD step of the main model on the batch, weighted by the updated
+   CMW-Net (weights as constants).
+
+``meta_simclr`` is the same update on SimCLR's frame-level pairs (Meta-USCL Table II).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from pipeline.config import TrainConfig
+from pipeline.losses import nt_xent
+from pipeline.methods.base import Method, MethodConfig, register
+from pipeline.models import ProjectionHead
+from pipeline.pairs import PairSpec
+from pipeline.schedules import warmup_then_cosine
+
+WEIGHT_NET = "weight_net."
+
+
+class CMWNet(nn.Sequential):
+    """Pair weight from the two backbone representations (method-spec §6.1):
+    ``sigmoid(W2 relu(W1 [h_a; h_b]))``, hidden width 10."""
+
+    def __init__(self, features: int, hidden: int = 10) -> None:
+        super().__init__(nn.Linear(2 * features, hidden), nn.ReLU(),
+                         nn.Linear(hidden, 1), nn.Sigmoid())
+
+    def forward(self, h_a: torch.Tensor, h_b: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(torch.cat([h_a, h_b], dim=1)).squeeze(1)
+
+
+@register("meta_uscl")
+class MetaUSCL(Method):
+    """Backbone, projection (n -> n -> 128, the released ``feat_dim``), CMW-Net; no classifier.
+
+    Presets (method-spec §6, :class:`~pipeline.config.MetaConfig`): ``code`` normalises the
+    weighted loss by the weights' sum, draws meta pairs from first frames of a random 20 % of
+    all videos (leaking training videos) and takes the virtual step with the main optimiser's
+    momentum and weight decay; ``paper`` uses Eq. 1 as written, held-out PPI meta pairs and a
+    plain gradient virtual step.
+    """
+
+    has_unused_parameters = True  # CMW-Net gets its gradient from the meta step, not forward
+
+    def __init__(self, config: MethodConfig) -> None:
+        super().__init__(config)
+        meta, code = config.meta, config.preset == "code"
+        self.normalise = code if meta.normalise is None else meta.normalise
+        self.virtual_momentum = code if meta.virtual_momentum is None else meta.virtual_momentum
+        self.projection = ProjectionHead(self.features, 128)
+        self.weight_net = CMWNet(self.features, meta.weight_net_hidden)
+        self.weight_optimiser = torch.optim.Adam(self.weight_net.parameters(),
+                                                 lr=meta.weight_net_lr)
+
+    # ---- what the engine asks -------------------------------------------------------------
+    def pair_spec(self, config: TrainConfig) -> tuple[PairSpec, bool]:
+        """Meta-USCL's PPI (§2.2): time order, two independent Beta(3, 5) weights, mixed on
+        raw frames before augmenting (the same in both presets; the paper gives no values)."""
+        return PairSpec(mode=self.pair_mode or config.pair_mode, alpha=config.mix_alpha or 3.0,
+                        beta=config.mix_beta or 5.0, chronological=True), True
+
+    def configure_optimiser(self, config: TrainConfig
+                            ) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
+        """SGD with momentum on the main model (CMW-Net has its own Adam), warm-up then
+        cosine (§6.4)."""
+        meta = self.config.meta
+        main = [p for name, p in self.named_parameters() if not name.startswith(WEIGHT_NET)]
+        optimiser = torch.optim.SGD(main, lr=meta.lr, momentum=meta.momentum,
+                                    weight_decay=config.weight_decay)
+        return optimiser, lambda epoch: warmup_then_cosine(epoch, config.epochs,
+                                                           meta.warmup_epochs)
+
+    def meta_set(self, train_videos: list[str], held_out_videos: list[str],
+                 config: TrainConfig) -> tuple[list[str], PairSpec]:
+        """``held_out``: PPI pairs of the held-out split, never a training video (paper).
+        ``released``: the first frame of a random 20 % of all videos, twice (the released
+        code; most of these are training videos: the meta set LEAKS)."""
+        if self.meta_set_kind == "held_out":
+            if not held_out_videos:
+                raise ValueError("meta_set held_out needs held-out videos (split.val_fraction "
+                                 "> 0, and a split with a val part)")
+            spec, _ = self.pair_spec(config)
+            return sorted(held_out_videos), PairSpec(mode="ppi", alpha=spec.alpha,
+                                                     beta=spec.beta, chronological=True)
+        everything = sorted(train_videos + held_out_videos)
+        count = max(1, math.ceil(0.2 * len(everything)))
+        chosen = np.random.default_rng(config.seed).choice(len(everything), count,
+                                                           replace=False)
+        return [everything[i] for i in sorted(chosen)], PairSpec(mode="first_frame")
+
+    @property
+    def meta_set_kind(self) -> str:
+        kind = self.config.meta.meta_set
+        return kind or ("released" if self.config.preset == "code" else "held_out")
+
+    # ---- the losses -------------------------------------------------------------------------
+    def embed(self, views: torch.Tensor, parameters: dict[str, torch.Tensor] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Representation h and projection z of ``views``, with the module's own weights or
+        (``parameters``, names as in ``named_parameters``) functionally substituted ones."""
+        if parameters is None:
+            h = self.backbone(views)
+            return h, self.projection(h)
+        h = functional_call(self.backbone, _part(parameters, "backbone."), (views,))
+        return h, functional_call(self.projection, _part(parameters, "projection."), (h,))
+
+    def weighted_loss(self, z1: torch.Tensor, z2: torch.Tensor,
+                      weights: torch.Tensor) -> torch.Tensor:
+        """Meta-USCL Eq. 1, normalised by the weights' sum or not per preset (§5.4)."""
+        return nt_xent(z1, z2, self.config.temperature, weights, self.normalise)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The real step's loss (Eq. 9): pairs weighted by the current CMW-Net, as constants."""
+        h1, z1 = self.embed(batch["view1"])
+        h2, z2 = self.embed(batch["view2"])
+        with torch.no_grad():
+            weights = self.weight_net(h1, h2)
+        total = self.weighted_loss(z1, z2, weights)
+        return {"contrastive": total, "pair_weight": weights.mean(), "total": total}
+
+    # ---- the three-step update -----------------------------------------------------------
+    def virtual_parameters(self, batch: dict[str, torch.Tensor],
+                           optimiser: torch.optim.SGD) -> dict[str, torch.Tensor]:
+        """Eq. 7: ``theta - a * d``, a function of the CMW-Net parameters; ``d`` is the
+        weighted loss's gradient, plus momentum and weight decay as the main optimiser would
+        apply them (code) or alone (paper). BatchNorm runs on batch statistics; its running
+        statistics are left untouched."""
+        theta = {name: p.detach().requires_grad_() for name, p in self.named_parameters()
+                 if not name.startswith(WEIGHT_NET) and p.requires_grad}
+        state = {**theta, **{name: b.clone() for name, b in self.named_buffers()}}
+        h1, z1 = self.embed(batch["view1"], state)
+        h2, z2 = self.embed(batch["view2"], state)
+        loss = self.weighted_loss(z1, z2, self.weight_net(h1, h2))
+        gradients = torch.autograd.grad(loss, list(theta.values()), create_graph=True)
+        group = optimiser.param_groups[0]
+        lr = self.config.meta.virtual_lr or group["lr"]
+        live = dict(self.named_parameters())
+        stepped = {}
+        for (name, value), gradient in zip(theta.items(), gradients, strict=True):
+            direction = gradient
+            if self.virtual_momentum:
+                direction = direction + group["weight_decay"] * value
+                buffer = optimiser.state.get(live[name], {}).get("momentum_buffer")
+                if buffer is not None:
+                    direction = direction + group["momentum"] * buffer
+            stepped[name] = value - lr * direction
+        return {**stepped, **{name: b.clone() for name, b in self.named_buffers()}}
+
+    def meta_objective(self, batch: dict[str, torch.Tensor],
+                       optimiser: torch.optim.SGD) -> torch.Tensor:
+        """Eq. 8's objective: the meta batch's unweighted InfoNCE through the virtual
+        parameters, a differentiable function of the CMW-Net parameters."""
+        virtual = self.virtual_parameters(batch, optimiser)
+        _, z1 = self.embed(batch["meta_view1"], virtual)
+        _, z2 = self.embed(batch["meta_view2"], virtual)
+        return nt_xent(z1, z2, self.config.temperature)
+
+    def meta_step(self, batch: dict[str, torch.Tensor],
+                  optimiser: torch.optim.SGD) -> torch.Tensor:
+        """Eq. 8: CMW-Net's Adam step on :meth:`meta_objective`, gradients averaged over
+        ranks. Returns the meta loss."""
+        meta_loss = self.meta_objective(batch, optimiser)
+        parameters = list(self.weight_net.parameters())
+        self.weight_optimiser.zero_grad(set_to_none=True)
+        meta_loss.backward(inputs=parameters)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for p in parameters:
+                torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
+        self.weight_optimiser.step()
+        return meta_loss.detach()
+
+    def training_step(self, forward: Callable, batch: dict[str, torch.Tensor],
+                      optimiser: torch.optim.Optimizer,
+                      autocast: AbstractContextManager) -> dict[str, torch.Tensor]:
+        with autocast:
+            meta_loss = self.meta_step(batch, optimiser)
+        terms = super().training_step(forward, batch, optimiser, autocast)
+        return {**terms, "meta": meta_loss}
+
+    # ---- CMW-Net's optimiser travels in checkpoints -------------------------------------------
+    def get_extra_state(self) -> dict:
+        return {"weight_optimiser": self.weight_optimiser.state_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.weight_optimiser.load_state_dict(state["weight_optimiser"])
+
+
+@register("meta_simclr")
+class MetaSimCLR(MetaUSCL):
+    """Meta+SimCLR (Meta-USCL Table II): CMW-Net weighting of frame-level SimCLR pairs."""
+
+    frame_level = True
+    pair_mode = "same_frame"
+
+
+def _part(parameters: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {name[len(prefix):]: value for name, value in parameters.items()
+            if name.startswith(prefix)}

@@ -1,0 +1,165 @@
+"""Meta-USCL: the meta-gradient, the three-step update, and the meta set."""
+
+import copy
+import math
+from contextlib import nullcontext
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from pipeline.config import MetaConfig, TrainConfig
+from pipeline.losses import nt_xent
+from pipeline.manifest import load_manifest
+from pipeline.methods import MethodConfig, build_method
+from pipeline.methods.meta_uscl import CMWNet, MetaUSCL
+from pipeline.models import ProjectionHead
+from pipeline.train import pretrain
+
+
+def tiny(preset: str, **meta) -> MetaUSCL:
+    """A Meta-USCL with an 8-feature conv backbone (with BatchNorm), in float64."""
+    torch.manual_seed(0)
+    method = build_method("meta_uscl", MethodConfig(preset=preset, meta=MetaConfig(**meta)))
+    method.backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+                                    nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    method.projection = ProjectionHead(8, 4)
+    method.weight_net = CMWNet(8, 5)
+    method.weight_optimiser = torch.optim.Adam(method.weight_net.parameters(),
+                                               lr=method.config.meta.weight_net_lr)
+    return method.double()
+
+
+def pairs(seed: int, count: int = 6) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    views = torch.randn(4, count, 3, 8, 8, generator=generator, dtype=torch.float64)
+    return {"view1": views[0], "view2": views[1], "meta_view1": views[2],
+            "meta_view2": views[3], "label": torch.full((count,), -1)}
+
+
+def main_optimiser(method: MetaUSCL) -> torch.optim.SGD:
+    return method.configure_optimiser(TrainConfig(method="meta_uscl"))[0]
+
+
+@pytest.mark.parametrize("preset", ["code", "paper"])
+def test_meta_gradient_matches_finite_differences(preset):
+    method = tiny(preset, virtual_lr=0.5)
+    optimiser = main_optimiser(method)
+    method.training_step(method, pairs(1), optimiser, nullcontext())  # momentum buffers exist
+    batch = pairs(2)
+    parameters = list(method.weight_net.parameters())
+    analytic = torch.autograd.grad(method.meta_objective(batch, optimiser), parameters)
+    epsilon, checked = 1e-6, 0
+    for parameter, gradient in zip(parameters, analytic, strict=True):
+        for index in range(0, parameter.numel(), max(1, parameter.numel() // 4)):
+            flat = parameter.data.view(-1)
+            original = flat[index].item()
+            values = []
+            for shift in (epsilon, -epsilon):
+                flat[index] = original + shift
+                values.append(method.meta_objective(batch, optimiser).item())
+            flat[index] = original
+            numeric = (values[0] - values[1]) / (2 * epsilon)
+            assert gradient.view(-1)[index].item() == pytest.approx(numeric, rel=1e-4, abs=1e-9)
+            checked += 1
+    assert checked >= 8 and any(g.abs().sum() > 0 for g in analytic), "a real, non-zero check"
+
+
+def test_frozen_constant_weight_net_gives_the_plain_weighted_step():
+    """CMW-Net frozen at output c: one meta_uscl step = one SGD step on c * NT-Xent (Eq. 1
+    unnormalised) of the same batch; the virtual step leaves no trace (BN stats included)."""
+    constant = 0.3
+    method = tiny("paper", weight_net_lr=0.0)
+    nn.init.zeros_(method.weight_net[2].weight)
+    nn.init.constant_(method.weight_net[2].bias, math.log(constant / (1 - constant)))
+    reference = copy.deepcopy(method)
+    batch = pairs(3)
+    terms = method.training_step(method, batch, main_optimiser(method), nullcontext())
+    assert terms["pair_weight"].item() == pytest.approx(constant)
+
+    optimiser = main_optimiser(reference)
+    z1 = reference.projection(reference.backbone(batch["view1"]))
+    z2 = reference.projection(reference.backbone(batch["view2"]))
+    loss = constant * nt_xent(z1, z2, 0.5)
+    assert terms["total"].item() == pytest.approx(loss.item(), rel=1e-10)
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    got, expected = method.state_dict(), reference.state_dict()
+    for key in expected:
+        if key != "_extra_state":
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-10, atol=1e-12)
+
+
+def test_the_weight_net_learns_and_its_optimiser_travels_in_the_state_dict():
+    method = tiny("code", weight_net_lr=1e-2)
+    before = [p.detach().clone() for p in method.weight_net.parameters()]
+    terms = method.training_step(method, pairs(4), main_optimiser(method), nullcontext())
+    assert {"contrastive", "pair_weight", "meta", "total"} <= set(terms)
+    assert any(not torch.equal(a, b) for a, b in
+               zip(before, method.weight_net.parameters(), strict=True))
+    restored = tiny("code", weight_net_lr=1e-2)
+    restored.load_state_dict(method.state_dict())
+    state = restored.weight_optimiser.state_dict()["state"]
+    assert state and all(int(s["step"]) == 1 for s in state.values())
+
+
+def test_presets_and_meta_sets():
+    train, held_out = [f"t{i}" for i in range(40)], [f"h{i}" for i in range(10)]
+    config = TrainConfig(method="meta_uscl", seed=3)
+    paper = build_method("meta_uscl", MethodConfig(preset="paper"))
+    videos, spec = paper.meta_set(train, held_out, config)
+    assert videos == sorted(held_out) and spec.mode == "ppi" and spec.chronological
+    assert not paper.normalise and not paper.virtual_momentum
+    code = build_method("meta_uscl", MethodConfig(preset="code"))
+    videos, spec = code.meta_set(train, held_out, config)
+    assert len(videos) == 10 and spec.mode == "first_frame" and set(videos) & set(train)
+    assert code.normalise and code.virtual_momentum
+    assert code.meta_set(train, held_out, config)[0] == videos, "seeded"
+    with pytest.raises(ValueError, match="needs held-out videos"):
+        paper.meta_set(train, [], config)
+    pair, mix_first = code.pair_spec(config)
+    assert (pair.alpha, pair.beta, pair.chronological, mix_first) == (3.0, 5.0, True, True)
+    simclr = build_method("meta_simclr", MethodConfig())
+    assert simclr.frame_level and simclr.pair_mode == "same_frame"
+
+
+def test_paper_meta_set_never_holds_a_training_video(decoded_sample, tmp_path):
+    manifest = load_manifest(decoded_sample)
+    videos = manifest.videos.sort_values("video_id")
+    train, held_out = videos.iloc[:6], videos["video_id"].iloc[6:].tolist()
+    config = TrainConfig(method="meta_uscl", preset="paper", epochs=1, image_size=32,
+                         batch_size=3, workers=0, meta=MetaConfig(batch_size=2))
+    card, method = pretrain(manifest, train, config, tmp_path / "paper", progress=False,
+                            held_out=held_out)
+    assert card["meta_set"] == {"videos": 2, "pairs": "ppi", "training_videos_in_it": 0}
+    assert all(math.isfinite(v) for v in card["final_losses"].values())
+    assert "meta" in card["final_losses"]
+    code = replace(config, preset="code")
+    card, _ = pretrain(manifest, train, code, tmp_path / "code", progress=False,
+                       held_out=held_out)
+    assert card["meta_set"]["pairs"] == "first_frame"  # labelled: it may hold train videos
+
+
+def test_meta_batches_come_from_the_meta_videos_only(decoded_sample):
+    from pipeline.augment import AugmentSpec
+    from pipeline.loader import PairDataset
+    from pipeline.pairs import PairSpec
+
+    manifest = load_manifest(decoded_sample)
+    ids = manifest.videos["video_id"].sort_values().tolist()
+    augment = AugmentSpec(size=16)
+    meta = PairDataset(manifest, ids[6:], None, PairSpec(), augment, True, batch_size=2,
+                       drop_last=False)
+    data = PairDataset(manifest, ids[:6], None, PairSpec(), augment, True, batch_size=3,
+                       meta=meta)
+    seen = set()
+    for epoch in range(3):
+        data.set_epoch(epoch)
+        for batch in data:
+            assert batch["meta_frames"].shape == (2, 2, 3, 16, 16)
+            seen |= {meta.video_ids[v] for v in batch["meta_video"].tolist()}
+    assert seen == set(ids[6:])
+    assert pd.Series(list(seen)).isin(ids[:6]).sum() == 0

@@ -1,9 +1,10 @@
 """Training-step throughput per method and image size (CPU here; any device it finds).
 
 One step = the method's own :meth:`~pipeline.methods.base.Method.training_step` (forward,
-backward, optimiser) on a batch of ``--batch`` pairs (2 x batch images) of random views, Adam
-as the engine builds it, fp32 on CPU (bf16 autocast on a GPU). Reported: images/s from the
-median of ``--steps`` timed steps after one warm-up step.
+backward, optimiser; for Meta-USCL also the virtual and meta steps on a meta batch of the
+same size) on a batch of ``--batch`` pairs (2 x batch images) of random views, with the
+optimiser the engine builds for the method, fp32 on CPU (bf16 autocast on a GPU). Reported:
+images/s of the training batch from the median of ``--steps`` timed steps after one warm-up.
 
     python benchmarks/method_bench.py --sizes 64 112 224 --json docs/method_bench.json
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.config import TrainConfig
 from pipeline.methods import MethodConfig, build_method
 
 
@@ -27,22 +29,17 @@ def step_seconds(name: str, size: int, batch_size: int, steps: int,
                  device: torch.device) -> list[float]:
     torch.manual_seed(0)
     method = build_method(name, MethodConfig(num_classes=2)).to(device)
-    optimiser = torch.optim.Adam(method.parameters(), lr=3e-4, weight_decay=1e-4)
-    views = torch.randn(2, batch_size, 3, size, size, device=device)
-    batch = {"view1": views[0], "view2": views[1],
-             "label": torch.randint(0, 2, (batch_size,), device=device)}
-    autocast = torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda")
-
-    def forward(inputs):
-        with autocast:
-            return method(inputs)
-
+    optimiser, _ = method.configure_optimiser(TrainConfig(method=name))
+    views = torch.randn(4, batch_size, 3, size, size, device=device)
+    batch = {"view1": views[0], "view2": views[1], "meta_view1": views[2],
+             "meta_view2": views[3], "label": torch.randint(0, 2, (batch_size,), device=device)}
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
     times = []
     for _ in range(steps + 1):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        method.training_step(forward, batch, optimiser)
+        method.training_step(method, batch, optimiser, autocast)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -51,7 +48,8 @@ def step_seconds(name: str, size: int, batch_size: int, steps: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=["simclr", "uscl", "supervised", "hico"])
+    parser.add_argument("--methods", nargs="+",
+                        default=["simclr", "uscl", "supervised", "hico", "meta_uscl"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 112, 224])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3)

@@ -1,10 +1,12 @@
 """The pretraining engine: one loop for every method, from CPU to multi-GPU.
 
-Adam with weight decay and the papers' schedule (constant, then cosine to 0; method-spec §7),
-bf16 autocast on GPU (fp32 on CPU), optional channels_last and ``torch.compile``, DDP when
-started by ``torchrun`` (gloo on CPU, NCCL on GPU). Every epoch ends with an atomic checkpoint;
-a rerun resumes from it and, on CPU, ends with the same weights as an uninterrupted run. Output:
-the backbone as a torchvision ``state_dict`` plus a JSON card; dvclive logs per epoch.
+Each method brings its pair rule, optimiser, per-epoch schedule and step (USCL's defaults:
+Adam, constant then cosine; method-spec §7). The engine brings the data (views made on the
+device, plus a meta batch for methods with a meta set), bf16 autocast on GPU (fp32 on CPU),
+optional channels_last and ``torch.compile``, and DDP when started by ``torchrun`` (gloo on
+CPU, NCCL on GPU). Every epoch ends with an atomic checkpoint; a rerun resumes from it and, on
+CPU, ends with the same weights as an uninterrupted run. Output: the backbone as a torchvision
+``state_dict`` plus a JSON card; dvclive logs per epoch.
 """
 
 from __future__ import annotations

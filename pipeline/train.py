@@ -15,7 +15,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +101,7 @@ def pretrain(manifest: Manifest, train_videos: pd.DataFrame, config: TrainConfig
             "classes": classes, "train_videos": len(train_videos),
             "labelled_videos": sum(label != UNLABELLED for label in labels),
             "epochs": config.epochs if method.trains else 0, "params": asdict(config),
-            "data": data_key,
+            "data": data_key, "normalise": _normalisation(method.augment_spec(config)),
             "final_losses": history[-1] if history else {}}
     if meta is not None:  # say plainly whether the meta set saw training videos
         card["meta_set"] = {"videos": len(meta[0]), "pairs": meta[1].mode,
@@ -111,6 +111,11 @@ def pretrain(manifest: Manifest, train_videos: pd.DataFrame, config: TrainConfig
             torch.save(torchvision_state_dict(method.backbone), temporary)
         write_json(out_dir / CARD, card)
     return card, method
+
+
+def _normalisation(augment: AugmentSpec) -> dict[str, list[float]]:
+    """The input normalisation the backbone was trained with (fine-tuning must reuse it)."""
+    return {"mean": list(augment.mean), "std": list(augment.std)}
 
 
 def _data_fingerprint(manifest: Manifest, videos: pd.DataFrame) -> str:
@@ -124,7 +129,7 @@ def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: lis
            out_dir: Path, dist: Distributed, device: torch.device,
            progress: bool) -> list[dict[str, float]]:
     pairs, mix_first = method.pair_spec(config)
-    augment = replace(AugmentSpec(), size=config.image_size)
+    augment = method.augment_spec(config)
     jitter_in_workers = config.jitter_on == "workers" or (
         config.jitter_on == "auto" and device.type != "cuda")
     meta_data = None if meta is None else PairDataset(

@@ -122,6 +122,9 @@ def test_presets_and_meta_sets():
         paper.meta_set(train, [], config)
     pair, mix_first = code.pair_spec(config)
     assert (pair.alpha, pair.beta, pair.chronological, mix_first) == (3.0, 5.0, True, True)
+    views = code.augment_spec(replace(config, image_size=64))
+    assert (views.size, views.crop_scale, views.mean) == (64, (0.7, 1.0), (0.18,) * 3)
+    assert views.jitter == pytest.approx((0.64, 0.64, 0.64, 0.16))
     simclr = build_method("meta_simclr", MethodConfig())
     assert simclr.frame_level and simclr.pair_mode == "same_frame"
 

@@ -42,6 +42,7 @@ def test_export_loads_into_torchvision_and_card_says_what_ran(decoded_sample, tm
     saved = json.loads((tmp_path / CARD).read_text())
     assert saved == json.loads(json.dumps(card))
     assert saved["epochs"] == 3 and saved["train_videos"] == 8
+    assert saved["normalise"] == {"mean": [0.5] * 3, "std": [0.25] * 3}  # for fine-tuning
     assert {"contrastive", "supervised", "total", "lr"} <= set(saved["final_losses"])
     metrics = (tmp_path / "dvclive" / "plots" / "metrics" / "train" / "total.tsv").read_text()
     assert len(metrics.strip().splitlines()) == 1 + 3

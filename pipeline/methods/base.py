@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from pipeline.augment import AugmentSpec
 from pipeline.config import MetaConfig, TrainConfig
 from pipeline.models import build_backbone
 from pipeline.pairs import PairSpec
@@ -100,6 +101,10 @@ class Method(nn.Module):
         return PairSpec(mode=self.pair_mode or config.pair_mode,
                         alpha=config.mix_alpha or 0.5, beta=config.mix_beta or 0.5,
                         chronological=not code, shared_weight=code), not code
+
+    def augment_spec(self, config: TrainConfig) -> AugmentSpec:
+        """One view's augmentation: USCL/HiCo's (method-spec §3.1) at ``image_size``."""
+        return AugmentSpec(size=config.image_size)
 
     def configure_optimiser(self, config: TrainConfig
                             ) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from pipeline.augment import AugmentSpec
 from pipeline.config import TrainConfig
 from pipeline.losses import nt_xent
 from pipeline.methods.base import Method, MethodConfig, register
@@ -75,6 +76,12 @@ class MetaUSCL(Method):
         raw frames before augmenting (the same in both presets; the paper gives no values)."""
         return PairSpec(mode=self.pair_mode or config.pair_mode, alpha=config.mix_alpha or 3.0,
                         beta=config.mix_beta or 5.0, chronological=True), True
+
+    def augment_spec(self, config: TrainConfig) -> AugmentSpec:
+        """Meta-USCL's views (§3.1, released defaults): crop scale from 0.7, colour jitter
+        0.8 x 0.8 (b, c, s 0.64, hue 0.16), normalisation 0.18 / 0.24."""
+        return AugmentSpec(size=config.image_size, crop_scale=(0.7, 1.0),
+                           jitter=(0.64, 0.64, 0.64, 0.16), mean=(0.18,) * 3, std=(0.24,) * 3)
 
     def configure_optimiser(self, config: TrainConfig
                             ) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:

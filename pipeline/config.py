@@ -197,12 +197,57 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """Downstream fine-tuning and evaluation (``finetune:``; method-spec §8).
+
+    ``mode``: ``last_block`` (the papers' "last 3 layers": the last residual block + a new
+    classifier), ``linear`` or ``full``. ``frozen_bn``: ``update`` keeps the whole network in
+    train mode so frozen BatchNorm statistics adapt to the new data (the released code);
+    ``keep`` freezes them too. ``recipe``: ``tmi`` (30 epochs, batch 128) or ``code`` (100
+    epochs, batch 32); ``epochs`` / ``batch_size`` override it.
+    """
+
+    classes: list[str] = field(default_factory=lambda: ["covid", "pneumonia", "regular"])
+    probes: list[str] | None = field(default_factory=lambda: ["convex"])
+    drop_uncertain: bool = True
+    normal_class: str | None = "regular"
+    mode: str = "last_block"
+    frozen_bn: str = "update"
+    recipe: str = "tmi"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    image_size: int = 64
+    seeds: list[int] = field(default_factory=lambda: [0])
+    workers: int = 2
+
+    RECIPES = {"tmi": (30, 128), "code": (100, 32)}
+
+    def __post_init__(self) -> None:
+        choices = {"mode": ("last_block", "linear", "full"), "frozen_bn": ("update", "keep"),
+                   "recipe": tuple(self.RECIPES)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"finetune.{name} must be one of {', '.join(allowed)}, got "
+                                 f"{getattr(self, name)!r}")
+        if len(self.classes) < 2 or not self.seeds:
+            raise ValueError("finetune needs at least two classes and one seed")
+
+    def schedule(self) -> tuple[int, int]:
+        """(epochs, batch size): the recipe's unless overridden."""
+        epochs, batch = self.RECIPES[self.recipe]
+        return self.epochs or epochs, self.batch_size or batch
+
+
+@dataclass(frozen=True)
 class Params:
     sample: SampleConfig = field(default_factory=SampleConfig)
     data: dict[str, DatasetConfig] = field(default_factory=dict)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.data:
@@ -212,7 +257,7 @@ class Params:
 
 
 SECTIONS = {"sample": SampleConfig, "decode": DecodeConfig, "split": SplitConfig,
-            "train": TrainConfig}
+            "train": TrainConfig, "finetune": FinetuneConfig}
 
 
 def parse_params(raw: dict[str, Any], where: str = "params.yaml") -> Params:

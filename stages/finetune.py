@@ -1,0 +1,37 @@
+"""Stage finetune: k-fold fine-tuning of the pretrained backbone on the downstream dataset.
+
+Writes every run's test-fold probabilities after every epoch, and its training curves.
+"""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import typer
+
+from pipeline.atomic import atomic_path, write_text
+from pipeline.config import load_params
+from pipeline.finetune import cross_validate
+from pipeline.manifest import load_manifest
+
+
+def main(dataset: str = "downstream", data: Path = Path("data"),
+         backbone: Path = Path("models/pretrain"),
+         out: Path = Path("models/finetune")) -> None:
+    params = load_params()
+    card = json.loads((backbone / "card.json").read_text())
+    manifest = load_manifest(data / dataset)
+    split = pd.read_csv(data / dataset / "split.csv")
+    result = cross_validate(manifest, split, params.finetune, card["backbone"],
+                            backbone / "backbone.pt", card["normalise"])
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "predictions.parquet") as temporary:
+        result.predictions.to_parquet(temporary, index=False)
+    write_text(out / "curves.csv", result.curves.to_csv(index=False))
+    last = result.curves[result.curves["epoch"] == result.curves["epoch"].max()]
+    print(f"finetune: {len(last)} runs, last-epoch test accuracy "
+          f"{last['test_accuracy'].mean():.3f} ± {last['test_accuracy'].std(ddof=1):.3f}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -158,7 +158,8 @@ def run_fold(manifest: Manifest, videos: pd.DataFrame, fold: int, seed: int,
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs)
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(train_data, batch_size=batch_size, shuffle=True,
-                              generator=generator, num_workers=config.workers)
+                              generator=generator, num_workers=config.workers,
+                              drop_last=len(train_data) % batch_size == 1)  # BN needs 2
     test_loader = DataLoader(test_data, batch_size=256, num_workers=config.workers)
     test_frames = pd.DataFrame([(video, position) for video, position, _ in test_data.items],
                                columns=["video_id", "kept_index"])
@@ -173,7 +174,7 @@ def run_fold(manifest: Manifest, videos: pd.DataFrame, fold: int, seed: int,
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            loss_sum += float(loss) * len(labels)
+            loss_sum += loss.item() * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
         scheduler.step()

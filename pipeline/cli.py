@@ -1,4 +1,5 @@
-"""``uspipe``: inspect decoded datasets (summary, one video, contact sheet, verify, errors)."""
+"""``uspipe``: inspect decoded datasets (summary, one video, contact sheet, verify, errors) and
+compare experiments (report)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from pipeline.atomic import write_text
 from pipeline.console import console, counts_table, failures_table
 from pipeline.inspection import (
     contact_sheet,
@@ -19,8 +21,10 @@ from pipeline.inspection import (
     video_details,
 )
 from pipeline.manifest import Manifest, load_manifest
+from pipeline.report import Run, html_page, markdown
 
-app = typer.Typer(help="Inspect uspipe datasets (decoded shards + Parquet manifests).",
+app = typer.Typer(help="Inspect uspipe datasets (decoded shards + Parquet manifests) and "
+                       "compare experiments.",
                   no_args_is_help=True, add_completion=False)
 
 DatasetOption = Annotated[str, typer.Option(
@@ -142,6 +146,26 @@ def errors(dataset: DatasetOption = "pretrain", data_root: DataRootOption = Path
         console.print("no failed videos")
     else:
         console.print(failures_table(videos))
+
+
+@app.command()
+def report(runs: Annotated[list[Path], typer.Argument(
+               help="Folders of evaluate outputs (metrics.json, card.json, figures/), one "
+                    "per experiment, e.g. results/ copied per method.")],
+           output: Annotated[Path, typer.Option(
+               "--output", "-o", help="Report path without suffix: writes .md and .html.")]
+           = Path("report"),
+           title: str = "Method comparison") -> None:
+    """One comparison table across experiments (Markdown + HTML with figures embedded)."""
+    try:
+        loaded = [Run.load(folder) for folder in runs]
+    except (FileNotFoundError, KeyError, json.JSONDecodeError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    write_text(output.with_suffix(".md"), markdown(loaded, title, output.parent))
+    write_text(output.with_suffix(".html"), html_page(loaded, title))
+    console.print(f"wrote {output.with_suffix('.md')} and {output.with_suffix('.html')} "
+                  f"({len(loaded)} runs)")
 
 
 if __name__ == "__main__":

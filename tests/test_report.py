@@ -1,0 +1,58 @@
+"""`uspipe report` from two tiny experiments (evaluate outputs built from known predictions)."""
+
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from pipeline.atomic import write_json
+from pipeline.cli import app
+from pipeline.evaluation import draw_figures, evaluate, plot_tables
+
+CLASSES = ["covid", "pneumonia", "regular"]
+
+
+def experiment(folder, method, right):
+    """Two folds x two epochs; ``right`` test frames of 6 per fold correct at the end."""
+    curves = pd.DataFrame({"fold": [0, 0, 1, 1], "seed": 0, "epoch": [0, 1, 0, 1],
+                           "train_loss": [1.0, 0.5, 1.0, 0.5], "train_accuracy": 0.5,
+                           "test_accuracy": [1.0, right / 6, 1.0, right / 6]})
+    rows = []
+    for fold in (0, 1):
+        for epoch in (0, 1):
+            for i in range(6):
+                label = i % 3
+                correct = epoch == 0 or i < right
+                guess = label if correct else (label + 1) % 3
+                probabilities = {f"p_{name}": 0.1 for name in CLASSES}
+                probabilities[f"p_{CLASSES[guess]}"] = 0.8
+                rows.append({"fold": fold, "seed": 0, "epoch": epoch, "label": label,
+                             "video_id": f"v{i}", "kept_index": 0, **probabilities})
+    predictions = pd.DataFrame(rows)
+    write_json(folder / "metrics.json", evaluate(predictions, curves, CLASSES, "regular"))
+    write_json(folder / "card.json", {"method": method, "preset": "code", "epochs": 3})
+    draw_figures(plot_tables(predictions, curves, CLASSES), CLASSES, folder / "figures", method)
+
+
+def test_report_renders_one_row_per_experiment(tmp_path):
+    experiment(tmp_path / "uscl", "uscl", right=6)
+    experiment(tmp_path / "scratch", "scratch", right=3)
+    out = tmp_path / "out" / "report"
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "uscl"),
+                                      str(tmp_path / "scratch"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.with_suffix(".md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| uscl")
+            or line.startswith("| scratch")]
+    assert len(rows) == 2
+    assert "| uscl | uscl (code) | 3 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 ± 0.0 |" in rows[0]
+    assert "| 50.0 |" in rows[1] and rows[1].endswith("| 100.0 |")  # optimistic: epoch 0
+    assert "optimistic" in text and "](../uscl/figures/confusion.png)" in text
+    page = out.with_suffix(".html").read_text()
+    assert page.count("data:image/png;base64,") == 6 and "<td>scratch</td>" in page
+
+
+def test_report_names_a_folder_that_is_not_an_experiment(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "metrics.json" in " ".join(result.output.split())
+    assert "not an evaluate output" in " ".join(result.output.split())

@@ -35,7 +35,8 @@ class Run:
 
     @property
     def figures(self) -> list[Path]:
-        return sorted((self.folder / "figures").glob("*.png"))
+        return [*sorted((self.folder / "figures").glob("*.png")),
+                *sorted((self.folder / "representation").glob("*.png"))]
 
 
 def _percent(value: float) -> str:

@@ -57,6 +57,17 @@ class ViewParams:
     order: tuple[int, int, int, int]
 
 
+WHOLE_FRAME = ViewParams((0.0, 0.0, 1.0, 1.0), False, (1.0, 1.0, 1.0, 0.0), (0, 1, 2, 3))
+"""The un-augmented view: the whole frame resized to the square (evaluation views)."""
+
+
+def normalised(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 images (..., 3, H, W) -> floats standardised per channel."""
+    mean = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return (images.float() / 255 - mean) / std
+
+
 def load_rgb(data: bytes, size: int) -> Image.Image:
     """Decode a JPEG for a view of ``size`` px: with PIL's draft mode the decoder itself
     scales by 1/2, 1/4 or 1/8 while the image stays at least ``size`` on each side."""

@@ -19,11 +19,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline.augment import AugmentSpec, ViewParams, crop_view, draw_view, load_rgb
+from pipeline.augment import (
+    WHOLE_FRAME,
+    AugmentSpec,
+    crop_view,
+    draw_view,
+    load_rgb,
+    normalised,
+)
 from pipeline.config import FinetuneConfig
 from pipeline.loader import frame_index
 from pipeline.manifest import Manifest
-from pipeline.models import build_backbone
+from pipeline.models import build_backbone, load_backbone
 from pipeline.shards import read_member
 
 LAST_BLOCK = {"resnet18": "layer4.1", "resnet34": "layer4.2", "resnet50": "layer4.2"}
@@ -71,8 +78,7 @@ class FrameDataset(Dataset):
         label_of = dict(zip(videos["video_id"], videos["label"], strict=True))
         self.labels = [classes.index(label_of[video]) for video, _, _ in self.items]
         self.spec = AugmentSpec(size=size, jitter=(0.0, 0.0, 0.0, 0.0))
-        self.mean = torch.tensor(mean).view(3, 1, 1)
-        self.std = torch.tensor(std).view(3, 1, 1)
+        self.mean, self.std = mean, std
         self.train, self.seed, self.epoch = train, seed, 0
 
     def __len__(self) -> int:
@@ -82,13 +88,10 @@ class FrameDataset(Dataset):
         _, _, location = self.items[index]
         image = load_rgb(read_member(location.shard, location.offset, location.size),
                          self.spec.size)
-        if self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            params = draw_view(rng, self.spec)
-        else:
-            params = ViewParams((0.0, 0.0, 1.0, 1.0), False, (1.0, 1.0, 1.0, 0.0), (0, 1, 2, 3))
-        view = crop_view(image, params, self.spec.size).float() / 255
-        return (view - self.mean) / self.std, self.labels[index]
+        params = draw_view(np.random.default_rng([self.seed, self.epoch, index]), self.spec) \
+            if self.train else WHOLE_FRAME
+        view = crop_view(image, params, self.spec.size)
+        return normalised(view, self.mean, self.std), self.labels[index]
 
 
 def build_classifier(backbone: str, weights: Path | None, classes: int,
@@ -96,13 +99,8 @@ def build_classifier(backbone: str, weights: Path | None, classes: int,
     """Backbone (pretrained weights if given) + a new linear classifier, and the prefixes of
     the trainable parameters: ``last_block`` (the papers' "last 3 layers": the last residual
     block's two convolutions + the classifier, §8.2), ``linear`` or ``full``."""
-    model, features = build_backbone(backbone)
-    if weights is not None:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{weights}: not a {backbone} backbone (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]})")
+    model, features = load_backbone(backbone, weights) if weights is not None \
+        else build_backbone(backbone)
     model.fc = nn.Linear(features, classes)
     if mode == "full":
         return model, [""]

@@ -45,6 +45,18 @@ def build_backbone(name: str, imagenet: bool | str | Path = False) -> tuple[nn.M
     return model, BACKBONES[name]
 
 
+def load_backbone(name: str, weights: Path) -> tuple[nn.Module, int]:
+    """A backbone with the weights of an exported ``backbone.pt`` (:func:`torchvision_state_dict`);
+    a clear error when the file holds another architecture."""
+    model, features = build_backbone(name)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{weights}: not a {name} backbone (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    return model, features
+
+
 def imagenet_weights_path(name: str) -> Path:
     """Where torchvision caches ``name``'s ImageNet weights; a clear error if they are absent."""
     url = torchvision.models.get_model_weights(name).IMAGENET1K_V1.url

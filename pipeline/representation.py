@@ -16,21 +16,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline.augment import ViewParams, crop_view, load_rgb
+from pipeline.augment import WHOLE_FRAME, crop_view, load_rgb, normalised
 from pipeline.loader import frame_index
 from pipeline.manifest import Manifest
-from pipeline.models import build_backbone
 from pipeline.plotting import pyplot, save_png
 from pipeline.shards import read_member
-
-WHOLE_FRAME = ViewParams((0.0, 0.0, 1.0, 1.0), False, (1.0, 1.0, 1.0, 0.0), (0, 1, 2, 3))
-
-
-def load_backbone(name: str, weights: Path) -> nn.Module:
-    model, _ = build_backbone(name)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True),
-                          strict=False)
-    return model.eval()
 
 
 def frames_of(manifest: Manifest, videos: pd.DataFrame, per_video: int, size: int,
@@ -38,8 +28,6 @@ def frames_of(manifest: Manifest, videos: pd.DataFrame, per_video: int, size: in
     """Up to ``per_video`` evenly spaced frames of each video, resized and normalised, with
     their video ids and labels."""
     images, ids, labels = [], [], []
-    mean = torch.tensor(normalise["mean"]).view(3, 1, 1)
-    std = torch.tensor(normalise["std"]).view(3, 1, 1)
     for video, label, locations in zip(videos["video_id"], videos["label"],
                                        frame_index(manifest, videos["video_id"].tolist()),
                                        strict=True):
@@ -47,7 +35,8 @@ def frames_of(manifest: Manifest, videos: pd.DataFrame, per_video: int, size: in
         for pick in picks:
             location = locations[pick]
             image = load_rgb(read_member(location.shard, location.offset, location.size), size)
-            images.append((crop_view(image, WHOLE_FRAME, size).float() / 255 - mean) / std)
+            images.append(normalised(crop_view(image, WHOLE_FRAME, size), normalise["mean"],
+                                     normalise["std"]))
             ids.append(video)
             labels.append(str(label))
     return torch.stack(images), ids, labels

@@ -9,11 +9,11 @@ import typer
 from pipeline.config import load_params
 from pipeline.finetune import select_videos
 from pipeline.manifest import load_manifest
+from pipeline.models import load_backbone
 from pipeline.representation import (
     embed,
     frames_of,
     grad_cam_figure,
-    load_backbone,
     tsne_figure,
 )
 
@@ -26,7 +26,7 @@ def main(dataset: str = "downstream", data: Path = Path("data"),
     manifest = load_manifest(data / dataset)
     videos = select_videos(manifest.videos, pd.read_csv(data / dataset / "split.csv"), config)
     videos = videos.groupby("label", group_keys=False).head(videos_per_class)
-    model = load_backbone(card["backbone"], backbone / "backbone.pt")
+    model = load_backbone(card["backbone"], backbone / "backbone.pt")[0].eval()
     images, ids, labels = frames_of(manifest, videos, frames_per_video, config.image_size,
                                     card["normalise"])
     title = f"{card['method']} ({card['preset']})"

@@ -168,5 +168,52 @@ def report(runs: Annotated[list[Path], typer.Argument(
                   f"({len(loaded)} runs)")
 
 
+@app.command(name="pair-weights")
+def pair_weights(output: Annotated[Path, typer.Option("--output", "-o",
+                                                      help="Folder for PNGs and CSVs.")],
+                 dataset: DatasetOption = "pretrain", data_root: DataRootOption = Path("data"),
+                 model: Annotated[Path, typer.Option(
+                     help="The pretraining run's folder (card.json, checkpoint.pt).")]
+                 = Path("models/pretrain"),
+                 by: Annotated[str, typer.Option(help="videos.parquet column to group by.")]
+                 = "label",
+                 clip: Annotated[str | None, typer.Option(
+                     help="Video id for the weight-vs-similarity plot; default: the "
+                          "longest clip.")] = None,
+                 pairs: int = 4) -> None:
+    """A meta-learned CMW-Net's pair weights: per group (Meta-USCL Fig. 6) and against frame
+    similarity in one clip (Fig. 5)."""
+    from pipeline.pair_weights import (
+        clip_weights,
+        load_trained,
+        video_pair_weights,
+        weight_vs_similarity_figure,
+        weights_by_group_figure,
+    )
+
+    manifest = _open(dataset, data_root)
+    videos = manifest.videos[manifest.videos["status"] == "ok"]
+    if by not in videos:
+        console.print(f"[red]error:[/red] no column {by!r} in {dataset}'s videos.parquet")
+        raise typer.Exit(2)
+    try:
+        method, config = load_trained(model / "card.json", model / "checkpoint.pt")
+    except (FileNotFoundError, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    title = f"{config.method} ({config.preset})"
+    weights = video_pair_weights(method, config, manifest, videos, pairs)
+    clip = clip or videos.sort_values("kept_frames")["video_id"].iloc[-1]
+    similarity = clip_weights(method, config, manifest, clip)
+    write_text(output / "pair_weights.csv", weights.to_csv(index=False))
+    write_text(output / "clip_weights.csv", similarity.to_csv(index=False))
+    weights_by_group_figure(weights, videos.set_index("video_id")[by], output /
+                            f"pair_weights_by_{by}.png", title)
+    weight_vs_similarity_figure(similarity, output / "weight_vs_similarity.png",
+                                f"{title}: {clip}")
+    console.print(f"{len(weights)} pairs of {len(videos)} videos, mean weight "
+                  f"{weights['weight'].mean():.3f}; wrote {output}")
+
+
 if __name__ == "__main__":
     app()

@@ -73,6 +73,14 @@ def init_distributed() -> Distributed:
     return Distributed(torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def configured_method(config: TrainConfig, classes: int) -> Method:
+    """``config.method`` built with the knobs of ``config`` (also used to reload one)."""
+    return build_method(config.method, MethodConfig(
+        backbone=config.backbone, imagenet=config.imagenet, preset=config.preset,
+        num_classes=max(1, classes), temperature=config.temperature,
+        supervised_weight=config.supervised_weight, meta=config.meta))
+
+
 def pretrain(manifest: Manifest, train_videos: pd.DataFrame, config: TrainConfig,
              out_dir: Path, progress: bool = True, held_out: list[str] | None = None
              ) -> tuple[dict[str, object], Method]:
@@ -84,10 +92,7 @@ def pretrain(manifest: Manifest, train_videos: pd.DataFrame, config: TrainConfig
     device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(config.seed)
     labels, classes = label_indices(train_videos, config.label_fraction, config.seed)
-    method = build_method(config.method, MethodConfig(
-        backbone=config.backbone, imagenet=config.imagenet, preset=config.preset,
-        num_classes=max(1, len(classes)), temperature=config.temperature,
-        supervised_weight=config.supervised_weight, meta=config.meta)).to(device)
+    method = configured_method(config, len(classes)).to(device)
     if config.channels_last:
         method = method.to(memory_format=torch.channels_last)
     data_key = _data_fingerprint(manifest, train_videos)

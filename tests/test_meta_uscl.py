@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
+from pipeline.cli import app
 from pipeline.config import MetaConfig, TrainConfig
 from pipeline.losses import nt_xent
 from pipeline.manifest import load_manifest
@@ -144,6 +146,22 @@ def test_paper_meta_set_never_holds_a_training_video(decoded_sample, tmp_path):
     card, _ = pretrain(manifest, train, code, tmp_path / "code", progress=False,
                        held_out=held_out)
     assert card["meta_set"]["pairs"] == "first_frame"  # labelled: it may hold train videos
+
+    # the trained CMW-Net's weights, as Meta-USCL Figs. 5 and 6 show them
+    out = tmp_path / "weights"
+    result = CliRunner().invoke(app, ["pair-weights", "-o", str(out), "-d",
+                                      str(decoded_sample), "--model", str(tmp_path / "paper"),
+                                      "--pairs", "2"])
+    assert result.exit_code == 0, result.output
+    weights = pd.read_csv(out / "pair_weights.csv")
+    assert len(weights) == 2 * len(videos) and weights["weight"].between(0, 1).all()
+    clip = pd.read_csv(out / "clip_weights.csv")
+    assert len(clip) == videos["kept_frames"].max() - 1 and clip["similarity"].le(1 + 1e-6).all()
+    assert {p.name for p in out.glob("*.png")} == {"pair_weights_by_label.png",
+                                                   "weight_vs_similarity.png"}
+    uscl = CliRunner().invoke(app, ["pair-weights", "-o", str(out), "-d", str(decoded_sample),
+                                    "--model", str(tmp_path / "none")])
+    assert uscl.exit_code == 2 and "card.json" in uscl.output
 
 
 def test_meta_batches_come_from_the_meta_videos_only(decoded_sample):

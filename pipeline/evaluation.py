@@ -28,13 +28,13 @@ SELECTIONS = {"last_epoch": "model after the last epoch (no test information): t
 def selected(predictions: pd.DataFrame, curves: pd.DataFrame, selection: str) -> pd.DataFrame:
     """The test predictions of each run's selected epoch."""
     if selection == "last_epoch":
-        last = curves.groupby(["fold", "seed"])["epoch"].max().rename("pick").reset_index()
+        picks = curves.groupby(["fold", "seed"])["epoch"].max().rename("pick").reset_index()
     elif selection == "best_epoch_optimistic":  # first epoch reaching the best accuracy
         best = curves.loc[curves.groupby(["fold", "seed"])["test_accuracy"].idxmax()]
-        last = best[["fold", "seed", "epoch"]].rename(columns={"epoch": "pick"})
+        picks = best[["fold", "seed", "epoch"]].rename(columns={"epoch": "pick"})
     else:
         raise ValueError(f"unknown selection {selection!r}")
-    merged = predictions.merge(last, on=["fold", "seed"])
+    merged = predictions.merge(picks, on=["fold", "seed"])
     return merged[merged["epoch"] == merged["pick"]].drop(columns="pick")
 
 

@@ -145,10 +145,11 @@ def run_fold(manifest: Manifest, videos: pd.DataFrame, fold: int, seed: int,
     train_videos, test_videos = videos[videos["fold"] != fold], videos[videos["fold"] == fold]
     if train_videos.empty or test_videos.empty:
         raise ValueError(f"fold {fold} leaves an empty train or test side")
-    make = lambda part, train: FrameDataset(  # noqa: E731
-        manifest, part, classes, config.image_size, normalise["mean"], normalise["std"],
-        train, seed)
-    train_data, test_data = make(train_videos, True), make(test_videos, False)
+    def frames(part: pd.DataFrame, train: bool) -> FrameDataset:
+        return FrameDataset(manifest, part, classes, config.image_size, normalise["mean"],
+                            normalise["std"], train, seed)
+
+    train_data, test_data = frames(train_videos, True), frames(test_videos, False)
     model, trainable = build_classifier(backbone, weights, len(classes), config.mode)
     optimiser = torch.optim.Adam(_freeze(model, trainable), lr=config.lr,
                                  weight_decay=config.weight_decay)

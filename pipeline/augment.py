@@ -68,6 +68,11 @@ def normalised(images: torch.Tensor, mean, std) -> torch.Tensor:
     return (images.float() / 255 - mean) / std
 
 
+def plain_view(image: Image.Image, size: int, mean, std) -> torch.Tensor:
+    """The un-augmented, normalised view of a frame (evaluation, embeddings)."""
+    return normalised(crop_view(image, WHOLE_FRAME, size), mean, std)
+
+
 def load_rgb(data: bytes, size: int) -> Image.Image:
     """Decode a JPEG for a view of ``size`` px: with PIL's draft mode the decoder itself
     scales by 1/2, 1/4 or 1/8 while the image stays at least ``size`` on each side."""

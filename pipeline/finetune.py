@@ -24,14 +24,12 @@ from pipeline.augment import (
     AugmentSpec,
     crop_view,
     draw_view,
-    load_rgb,
     normalised,
 )
 from pipeline.config import FinetuneConfig
 from pipeline.loader import frame_index
 from pipeline.manifest import Manifest
 from pipeline.models import build_backbone, load_backbone
-from pipeline.shards import read_member
 
 LAST_BLOCK = {"resnet18": "layer4.1", "resnet34": "layer4.2", "resnet50": "layer4.2"}
 
@@ -86,8 +84,7 @@ class FrameDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         _, _, location = self.items[index]
-        image = load_rgb(read_member(location.shard, location.offset, location.size),
-                         self.spec.size)
+        image = location.image(self.spec.size)
         params = draw_view(np.random.default_rng([self.seed, self.epoch, index]), self.spec) \
             if self.train else WHOLE_FRAME
         view = crop_view(image, params, self.spec.size)

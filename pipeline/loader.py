@@ -31,6 +31,10 @@ class FrameLocation:
     offset: int
     size: int
 
+    def image(self, size: int) -> Image.Image:
+        """The frame, read by offset and decoded for a view of ``size`` px."""
+        return load_rgb(read_member(self.shard, self.offset, self.size), size)
+
 
 def frame_index(manifest: Manifest, video_ids: list[str]) -> list[list[FrameLocation]]:
     """Per video (in ``video_ids`` order), where its kept frames are, in time order."""
@@ -157,19 +161,16 @@ class PairDataset(IterableDataset):
         first, anchor, last = plan.frames
         w1, w2 = plan.weights
         locations, size = self.locations[self.items[item][0]], self.augment.size
-        needed = ({first, anchor, last} if self.mix_first else
-                  {f for f, used in ((first, w1 < 1), (anchor, w1 > 0 or w2 > 0),
-                                     (last, w2 < 1)) if used})
-        images = {index: load_rgb(read_member(locations[index].shard, locations[index].offset,
-                                              locations[index].size), size)
-                  for index in needed}
+        # augment-then-mix slots (perturbation 1, anchor, perturbation 2); None = unused
+        slots = [first if w1 < 1 else None, anchor if w1 > 0 or w2 > 0 else None,
+                 last if w2 < 1 else None]
+        needed = set(plan.frames) if self.mix_first else set(slots) - {None}
+        images = {index: locations[index].image(size) for index in needed}
         if self.mix_first:  # mix the raw frames (uint8, as Meta-USCL), then augment each view
-            sources = [_mix_images(images[anchor], images[first], w1),
-                       _mix_images(images[anchor], images[last], w2)]
+            sources = [mix_images(images[anchor], images[first], w1),
+                       mix_images(images[anchor], images[last], w2)]
         else:
-            sources = [images.get(first) if w1 < 1 else None,
-                       images.get(anchor) if w1 > 0 or w2 > 0 else None,
-                       images.get(last) if w2 < 1 else None]
+            sources = [None if index is None else images[index] for index in slots]
         draws = [draw_view(rng, self.augment) for _ in sources]
         blank = torch.zeros(3, size, size, dtype=torch.uint8)
         frames = [crop_view(image, draw, size, self.jitter_in_workers) if image is not None
@@ -181,7 +182,7 @@ class PairDataset(IterableDataset):
         return sample
 
 
-def _mix_images(anchor: Image.Image, other: Image.Image, weight: float) -> Image.Image:
+def mix_images(anchor: Image.Image, other: Image.Image, weight: float) -> Image.Image:
     """``weight * anchor + (1 - weight) * other`` on raw frames (USCL Eq. 2), as uint8."""
     if weight == 0:
         return other

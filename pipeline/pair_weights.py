@@ -15,16 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
-from pipeline.augment import WHOLE_FRAME, crop_view, load_rgb, normalised
+from pipeline.augment import plain_view
 from pipeline.config import TrainConfig
-from pipeline.loader import frame_index
+from pipeline.loader import frame_index, mix_images
 from pipeline.manifest import Manifest
 from pipeline.methods import Method
 from pipeline.pairs import plan_pair
 from pipeline.plotting import pyplot, save_png
-from pipeline.shards import read_member
 from pipeline.train import configured_method
 
 
@@ -42,26 +40,11 @@ def load_trained(card_path: Path, checkpoint_path: Path) -> tuple[Method, TrainC
     return method.eval(), config
 
 
-class _Frames:
-    """Reads and prepares one video's frames as the method's un-augmented views."""
-
-    def __init__(self, method: Method, config: TrainConfig) -> None:
-        self.spec = method.augment_spec(config)
-
-    def image(self, location) -> Image.Image:
-        return load_rgb(read_member(location.shard, location.offset, location.size),
-                        self.spec.size)
-
-    def view(self, image: Image.Image) -> torch.Tensor:
-        return normalised(crop_view(image, WHOLE_FRAME, self.spec.size), self.spec.mean,
-                          self.spec.std)
-
-
 @torch.no_grad()
 def video_pair_weights(method: Method, config: TrainConfig, manifest: Manifest,
                        videos: pd.DataFrame, pairs: int = 4, seed: int = 0) -> pd.DataFrame:
     """``pairs`` weighted PPI pairs per video: columns video_id, pair, weight."""
-    frames, (spec, _) = _Frames(method, config), method.pair_spec(config)
+    views_spec, (spec, _) = method.augment_spec(config), method.pair_spec(config)
     rows = []
     locations_of = frame_index(manifest, videos["video_id"].tolist())
     for index, (video, locations) in enumerate(zip(videos["video_id"], locations_of,
@@ -70,15 +53,12 @@ def video_pair_weights(method: Method, config: TrainConfig, manifest: Manifest,
         views = []
         for _ in range(pairs):
             plan = plan_pair(rng, len(locations), spec)
-            images = {i: frames.image(locations[i]) for i in set(plan.frames)}
-            anchor = images[plan.frames[1]]
+            images = {i: locations[i].image(views_spec.size) for i in set(plan.frames)}
             for k in (0, 1):
-                other = images[plan.frames[2 * k]]
-                weight = plan.weights[k]
-                mixed = other if weight == 0 else Image.blend(
-                    other.resize(anchor.size) if other.size != anchor.size else other,
-                    anchor, weight)
-                views.append(frames.view(mixed))
+                mixed = mix_images(images[plan.frames[1]], images[plan.frames[2 * k]],
+                                   plan.weights[k])
+                views.append(plain_view(mixed, views_spec.size, views_spec.mean,
+                                        views_spec.std))
         h = method.backbone(torch.stack(views))
         weights = method.weight_net(h[0::2], h[1::2])
         rows += [{"video_id": video, "pair": i, "weight": float(w)}
@@ -90,11 +70,13 @@ def video_pair_weights(method: Method, config: TrainConfig, manifest: Manifest,
 def clip_weights(method: Method, config: TrainConfig, manifest: Manifest,
                  video_id: str) -> pd.DataFrame:
     """The clip's middle frame paired with each other frame: frame, similarity, weight."""
-    frames = _Frames(method, config)
+    views = method.augment_spec(config)
     locations = frame_index(manifest, [video_id])[0]
     if len(locations) < 2:
         raise ValueError(f"{video_id} has {len(locations)} kept frame(s); need at least 2")
-    h = method.backbone(torch.stack([frames.view(frames.image(loc)) for loc in locations]))
+    h = method.backbone(torch.stack([plain_view(location.image(views.size), views.size,
+                                                views.mean, views.std)
+                                     for location in locations]))
     anchor = len(locations) // 2
     others = [i for i in range(len(locations)) if i != anchor]
     weights = method.weight_net(h[[anchor] * len(others)], h[others])

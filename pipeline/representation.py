@@ -16,11 +16,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline.augment import WHOLE_FRAME, crop_view, load_rgb, normalised
+from pipeline.augment import plain_view
 from pipeline.loader import frame_index
 from pipeline.manifest import Manifest
 from pipeline.plotting import pyplot, save_png
-from pipeline.shards import read_member
 
 
 def frames_of(manifest: Manifest, videos: pd.DataFrame, per_video: int, size: int,
@@ -33,9 +32,7 @@ def frames_of(manifest: Manifest, videos: pd.DataFrame, per_video: int, size: in
                                        strict=True):
         picks = np.unique(np.linspace(0, len(locations) - 1, per_video).round().astype(int))
         for pick in picks:
-            location = locations[pick]
-            image = load_rgb(read_member(location.shard, location.offset, location.size), size)
-            images.append(normalised(crop_view(image, WHOLE_FRAME, size), normalise["mean"],
+            images.append(plain_view(locations[pick].image(size), size, normalise["mean"],
                                      normalise["std"]))
             ids.append(video)
             labels.append(str(label))

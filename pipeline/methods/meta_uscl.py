@@ -1,14 +1,15 @@
 """Meta-USCL (IEEE TMI 2022): positive pairs weighted by a meta-learned CMW-Net (Eqs. 1, 5-9).
 
-Every iteration (Meta-USCL §III.C, method-spec §6.2):
+Every iteration (Meta-USCL §III.C, method-spec §6.2), around one forward pass of the batch:
 
 1. virtual step (Eq. 7): ``theta_hat(phi) = theta - a * grad_theta L_w(theta, phi)``, the
-   CMW-Net-weighted loss of the batch, kept differentiable in the CMW-Net parameters ``phi``
-   (``torch.func.functional_call`` on the live modules; ``theta`` itself detached);
+   CMW-Net-weighted loss of the batch;
 2. meta step (Eq. 8): one Adam step of CMW-Net on the unweighted InfoNCE of a meta batch
-   through ``theta_hat`` (second order);
+   through ``theta_hat`` (``torch.func.functional_call`` on the live modules). Its gradient in
+   ``phi`` is computed exactly with a forward-mode Jacobian-vector product instead of a
+   second-order backward (:meth:`MetaUSCL.meta_gradient`);
 3. real step (Eq. 9): one SGD step of the main model on the batch, weighted by the updated
-   CMW-Net (weights as constants).
+   CMW-Net (weights as constants), differentiating the same forward pass.
 
 ``meta_simclr`` is the same update on SimCLR's frame-level pairs (Meta-USCL Table II).
 """
@@ -22,6 +23,7 @@ from contextlib import AbstractContextManager
 import numpy as np
 import torch
 from torch import nn
+from torch.autograd import forward_ad
 from torch.func import functional_call
 
 from pipeline.augment import AugmentSpec
@@ -128,78 +130,117 @@ class MetaUSCL(Method):
         h = functional_call(self.backbone, _part(parameters, "backbone."), (views,))
         return h, functional_call(self.projection, _part(parameters, "projection."), (h,))
 
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The training batch's representations ``h1, h2`` and projections ``z1, z2``: the
+        one forward pass that both the virtual and the real step differentiate."""
+        h1, z1 = self.embed(batch["view1"])
+        h2, z2 = self.embed(batch["view2"])
+        return {"h1": h1, "z1": z1, "h2": h2, "z2": z2}
+
     def weighted_loss(self, z1: torch.Tensor, z2: torch.Tensor,
                       weights: torch.Tensor) -> torch.Tensor:
         """Meta-USCL Eq. 1, normalised by the weights' sum or not per preset (§5.4)."""
         return nt_xent(z1, z2, self.config.temperature, weights, self.normalise)
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def virtual_loss(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The virtual step's loss (Eq. 7): weights from the live representations, so its
+        gradient also flows through CMW-Net's input (as released, §6.2)."""
+        weights = self.weight_net(outputs["h1"], outputs["h2"])
+        return self.weighted_loss(outputs["z1"], outputs["z2"], weights)
+
+    def real_loss(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The real step's loss (Eq. 9): pairs weighted by the current CMW-Net, as constants."""
-        h1, z1 = self.embed(batch["view1"])
-        h2, z2 = self.embed(batch["view2"])
         with torch.no_grad():
-            weights = self.weight_net(h1, h2)
-        total = self.weighted_loss(z1, z2, weights)
+            weights = self.weight_net(outputs["h1"], outputs["h2"])
+        total = self.weighted_loss(outputs["z1"], outputs["z2"], weights)
         return {"contrastive": total, "pair_weight": weights.mean(), "total": total}
 
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.real_loss(self(batch))
+
     # ---- the three-step update -----------------------------------------------------------
-    def virtual_parameters(self, batch: dict[str, torch.Tensor],
-                           optimiser: torch.optim.SGD) -> dict[str, torch.Tensor]:
-        """Eq. 7: ``theta - a * d``, a function of the CMW-Net parameters; ``d`` is the
-        weighted loss's gradient, plus momentum and weight decay as the main optimiser would
-        apply them (code) or alone (paper). BatchNorm runs on batch statistics; its running
-        statistics are left untouched."""
-        theta = {name: p.detach().requires_grad_() for name, p in self.named_parameters()
-                 if not name.startswith(WEIGHT_NET) and p.requires_grad}
-        state = {**theta, **{name: b.clone() for name, b in self.named_buffers()}}
-        h1, z1 = self.embed(batch["view1"], state)
-        h2, z2 = self.embed(batch["view2"], state)
-        loss = self.weighted_loss(z1, z2, self.weight_net(h1, h2))
-        gradients = torch.autograd.grad(loss, list(theta.values()), create_graph=True)
+    def main_parameters(self) -> dict[str, nn.Parameter]:
+        """The main model's trainable parameters (theta), CMW-Net's excluded."""
+        return {name: p for name, p in self.named_parameters()
+                if not name.startswith(WEIGHT_NET) and p.requires_grad}
+
+    def virtual_step(self, outputs: dict[str, torch.Tensor], optimiser: torch.optim.SGD
+                     ) -> tuple[dict[str, torch.Tensor], float]:
+        """Eq. 7 at the current CMW-Net: ``theta_hat = theta - a * d`` as plain tensors, and
+        ``a``. ``d`` is the virtual loss's gradient, plus momentum and weight decay as the
+        main optimiser would apply them (code) or alone (paper)."""
+        theta = self.main_parameters()
+        gradients = torch.autograd.grad(self.virtual_loss(outputs), list(theta.values()),
+                                        retain_graph=True)  # the real step reuses the pass
         group = optimiser.param_groups[0]
         lr = self.config.meta.virtual_lr or group["lr"]
-        live = dict(self.named_parameters())
         stepped = {}
-        for (name, value), gradient in zip(theta.items(), gradients, strict=True):
-            direction = gradient
-            if self.virtual_momentum:
-                direction = direction + group["weight_decay"] * value
-                buffer = optimiser.state.get(live[name], {}).get("momentum_buffer")
-                if buffer is not None:
-                    direction = direction + group["momentum"] * buffer
-            stepped[name] = value - lr * direction
-        return {**stepped, **{name: b.clone() for name, b in self.named_buffers()}}
+        with torch.no_grad():
+            for (name, value), gradient in zip(theta.items(), gradients, strict=True):
+                direction = gradient
+                if self.virtual_momentum:
+                    direction = direction + group["weight_decay"] * value
+                    buffer = optimiser.state.get(value, {}).get("momentum_buffer")
+                    if buffer is not None:
+                        direction = direction + group["momentum"] * buffer
+                stepped[name] = value - lr * direction
+        return stepped, lr
 
-    def meta_objective(self, batch: dict[str, torch.Tensor],
-                       optimiser: torch.optim.SGD) -> torch.Tensor:
-        """Eq. 8's objective: the meta batch's unweighted InfoNCE through the virtual
-        parameters, a differentiable function of the CMW-Net parameters."""
-        virtual = self.virtual_parameters(batch, optimiser)
-        _, z1 = self.embed(batch["meta_view1"], virtual)
-        _, z2 = self.embed(batch["meta_view2"], virtual)
-        return nt_xent(z1, z2, self.config.temperature)
+    def meta_gradient(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+                      optimiser: torch.optim.SGD) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Eq. 8's objective, the meta batch's unweighted InfoNCE through ``theta_hat``, and
+        its gradient in the CMW-Net parameters ``phi``.
 
-    def meta_step(self, batch: dict[str, torch.Tensor],
+        Only ``d``'s gradient term depends on ``phi``, so the chain rule gives
+        ``dL/dphi = -a * d/dphi <g, grad_theta L_w(theta, phi)>`` with
+        ``g = grad L_meta(theta_hat)``: the derivative of ``L_w`` along ``g`` is one
+        forward-mode pass (a Jacobian-vector product), where differentiating through the
+        virtual gradient would take a second-order backward. The result is the same.
+        BatchNorm runs on batch statistics; running statistics are left untouched.
+        """
+        virtual, lr = self.virtual_step(outputs, optimiser)
+        leaves = {name: value.requires_grad_() for name, value in virtual.items()}
+        _, z1 = self.embed(batch["meta_view1"], {**leaves, **self._buffer_copies()})
+        _, z2 = self.embed(batch["meta_view2"], {**leaves, **self._buffer_copies()})
+        meta_loss = nt_xent(z1, z2, self.config.temperature)
+        direction = torch.autograd.grad(meta_loss, list(leaves.values()))
+        with forward_ad.dual_level():
+            dual = {name: forward_ad.make_dual(p.detach(), tangent) for (name, p), tangent
+                    in zip(self.main_parameters().items(), direction, strict=True)}
+            h1, z1 = self.embed(batch["view1"], {**dual, **self._buffer_copies()})
+            h2, z2 = self.embed(batch["view2"], {**dual, **self._buffer_copies()})
+            loss = self.virtual_loss({"h1": h1, "z1": z1, "h2": h2, "z2": z2})
+            slope = forward_ad.unpack_dual(loss).tangent
+        gradients = torch.autograd.grad(-lr * slope, list(self.weight_net.parameters()))
+        return meta_loss.detach(), list(gradients)
+
+    def meta_step(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
                   optimiser: torch.optim.SGD) -> torch.Tensor:
-        """Eq. 8: CMW-Net's Adam step on :meth:`meta_objective`, gradients averaged over
+        """Eq. 8: CMW-Net's Adam step on :meth:`meta_gradient`, gradients averaged over
         ranks. Returns the meta loss."""
-        meta_loss = self.meta_objective(batch, optimiser)
-        parameters = list(self.weight_net.parameters())
-        self.weight_optimiser.zero_grad(set_to_none=True)
-        meta_loss.backward(inputs=parameters)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            for p in parameters:
-                torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
+        meta_loss, gradients = self.meta_gradient(outputs, batch, optimiser)
+        for parameter, gradient in zip(self.weight_net.parameters(), gradients, strict=True):
+            parameter.grad = gradient
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(gradient, op=torch.distributed.ReduceOp.AVG)
         self.weight_optimiser.step()
-        return meta_loss.detach()
+        return meta_loss
 
     def training_step(self, forward: Callable, batch: dict[str, torch.Tensor],
                       optimiser: torch.optim.Optimizer,
                       autocast: AbstractContextManager) -> dict[str, torch.Tensor]:
+        """Virtual, meta and real step (Eqs. 7-9) around one forward pass of the batch."""
         with autocast:
-            meta_loss = self.meta_step(batch, optimiser)
-        terms = super().training_step(forward, batch, optimiser, autocast)
+            outputs = forward(batch)
+            meta_loss = self.meta_step(outputs, batch, optimiser)
+            terms = self.real_loss(outputs)
+        optimiser.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimiser.step()
         return {**terms, "meta": meta_loss}
+
+    def _buffer_copies(self) -> dict[str, torch.Tensor]:
+        return {name: b.clone() for name, b in self.named_buffers()}
 
     # ---- CMW-Net's optimiser travels in checkpoints -------------------------------------------
     def get_extra_state(self) -> dict:

@@ -11,7 +11,7 @@ from a seeded NumPy generator (so a sample does not depend on which worker draws
   batches on the training device (:func:`colour_jitter`; the fast path on a GPU), in both
   cases with each frame's own factors and its own order of the four operations, as
   torchvision's ``ColorJitter`` applies them;
-* the PPI mix and the normalisation run batch-wise on the device (:func:`make_views`).
+* the PPI mix and the normalisation (:func:`make_views`) follow where the jitter ran.
 """
 
 from __future__ import annotations
@@ -73,12 +73,15 @@ def plain_view(image: Image.Image, size: int, mean, std) -> torch.Tensor:
     return normalised(crop_view(image, WHOLE_FRAME, size), mean, std)
 
 
-def load_rgb(data: bytes, size: int) -> Image.Image:
-    """Decode a JPEG for a view of ``size`` px: with PIL's draft mode the decoder itself
-    scales by 1/2, 1/4 or 1/8 while the image stays at least ``size`` on each side."""
+def load_frame(data: bytes, size: int) -> Image.Image:
+    """Decode a stored frame for a view of ``size`` px, in its own mode: ``L`` for the grey
+    frames the decode stage stores with one channel (:func:`pipeline.shards.encode_jpeg`),
+    RGB otherwise. With PIL's draft mode the decoder itself scales by 1/2, 1/4 or 1/8 while
+    the image stays at least ``size`` on each side."""
     image = Image.open(io.BytesIO(data))
-    image.draft("RGB", (size, size))
-    return image.convert("RGB")
+    grey = image.mode == "L"
+    image.draft("L" if grey else "RGB", (size, size))
+    return image.convert("L" if grey else "RGB")
 
 
 def _crop_box(rng: np.random.Generator, spec: AugmentSpec) -> tuple[float, float, float, float]:
@@ -112,24 +115,34 @@ def draw_view(rng: np.random.Generator, spec: AugmentSpec) -> ViewParams:
 
 PIL_JITTER = (v2.functional.adjust_brightness, v2.functional.adjust_contrast,
               v2.functional.adjust_saturation, v2.functional.adjust_hue)
+COLOUR_ONLY = (2, 3)  # saturation and hue: identities on grey pixels
 
 
 def crop_view(image: Image.Image, params: ViewParams, size: int,
               jitter: bool = False) -> torch.Tensor:
     """The crop of ``params.box`` resampled to ``size`` x ``size`` (the square resize and the
     crop in one step), flipped if drawn, colour-jittered on PIL if ``jitter``: a uint8 tensor
-    (3, size, size)."""
+    (3, size, size).
+
+    A grey (``L``) image is processed on its one channel and repeated at the end: the same
+    result as on its RGB form, where saturation and hue leave grey pixels unchanged, for a
+    third of the work.
+    """
     width, height = image.size
     left, top, right, bottom = params.box
     view = image.resize((size, size), Image.BILINEAR,
                         box=(left * width, top * height, right * width, bottom * height))
     if params.flip:
         view = view.transpose(Image.FLIP_LEFT_RIGHT)
+    grey = view.mode == "L"
     if jitter:
         for operation in params.order:
-            view = PIL_JITTER[operation](view, params.factors[operation])
-    return torch.frombuffer(bytearray(view.tobytes()), dtype=torch.uint8) \
-        .view(size, size, 3).permute(2, 0, 1)
+            if not (grey and operation in COLOUR_ONLY):
+                view = PIL_JITTER[operation](view, params.factors[operation])
+    channels = 1 if grey else 3
+    pixels = torch.frombuffer(bytearray(view.tobytes()), dtype=torch.uint8) \
+        .view(size, size, channels).permute(2, 0, 1)
+    return pixels.expand(3, -1, -1) if grey else pixels
 
 
 def _gray(images: torch.Tensor) -> torch.Tensor:
@@ -191,27 +204,26 @@ def colour_jitter(images: torch.Tensor, factors: torch.Tensor,
 
 def make_views(batch: dict[str, torch.Tensor],
                spec: AugmentSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two normalised views of a loader batch, computed on the batch's device.
+    """The two normalised views of a batch of frames, computed on the batch's device.
 
     ``batch["frames"]`` is uint8 (B, F, 3, S, S), with jitter ``factors``/``order``
     (B, F, 4) when the colour jitter is still to be applied (else it was, in the loader).
     F = 2: the views themselves (mixed before augmenting, or unmixed). F = 3: frames
     (perturbation 1, anchor, perturbation 2), view k = ``w_k * anchor + (1 - w_k) *
     perturbation_k`` with ``batch["weights"]`` (B, 2) (USCL Eq. 2, mixed after augmenting).
+    The mix and the normalisation are one affine map per pixel, applied in place.
     """
     frames = batch["frames"]
     count, slots = frames.shape[:2]
-    images = frames.flatten(0, 1).float() / 255
+    images = frames.float()
     if "factors" in batch:
-        images = colour_jitter(images, batch["factors"].flatten(0, 1),
-                               batch["order"].flatten(0, 1))
-    images = images.view(count, slots, *images.shape[1:])
+        images = colour_jitter(images.flatten(0, 1).div_(255), batch["factors"].flatten(0, 1),
+                               batch["order"].flatten(0, 1)).mul_(255).view(frames.shape)
     if slots == 3:
         weights = batch["weights"].to(images.dtype).view(count, 2, 1, 1, 1)
-        views = weights * images[:, 1:2] + (1 - weights) * images[:, 0::2]
+        views = torch.lerp(images[:, 0::2], images[:, 1:2], weights)
     else:
         views = images
-    mean = views.new_tensor(spec.mean).view(3, 1, 1)
     std = views.new_tensor(spec.std).view(3, 1, 1)
-    views = (views - mean) / std
+    views = views.mul_(1 / (255 * std)).sub_(views.new_tensor(spec.mean).view(3, 1, 1) / std)
     return views[:, 0], views[:, 1]

@@ -175,7 +175,7 @@ class TrainConfig:
     mix_beta: float | None = None   # None: the method's (USCL 0.5, Meta-USCL code 5)
     temperature: float = 0.5
     supervised_weight: float = 0.2
-    jitter_on: str = "auto"
+    views_on: str = "auto"
     amp: bool = True
     channels_last: bool = False
     compile: bool = False
@@ -189,9 +189,9 @@ class TrainConfig:
         if self.negatives not in ("videos", "frames"):
             raise ValueError(f"train.negatives must be 'videos' or 'frames', got "
                              f"{self.negatives!r}")
-        if self.jitter_on not in ("auto", "workers", "device"):
-            raise ValueError(f"train.jitter_on must be auto, workers or device, got "
-                             f"{self.jitter_on!r}")
+        if self.views_on not in ("auto", "workers", "device"):
+            raise ValueError(f"train.views_on must be auto, workers or device, got "
+                             f"{self.views_on!r}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("train.epochs must be >= 1 and train.batch_size >= 2")
 

@@ -2,9 +2,11 @@
 
 For every video of a batch, :func:`pipeline.pairs.plan_pair` picks its (at most three) frames,
 which are read by byte offset from the video's tar (never the whole shard), decoded at reduced
-size, cropped and flipped; colour jitter, mixing and normalisation follow batch-wise on the
-training device (:func:`pipeline.augment.make_views`). Deterministic under a seed: a batch's
-content depends only on (seed, epoch, item), never on the number of workers or ranks.
+size (grey frames on one channel), cropped and flipped; colour jitter, mixing and
+normalisation (:func:`pipeline.augment.make_views`) follow in the workers (the fast path on
+a CPU) or batch-wise on the training device (on a GPU: the workers ship small uint8 frames).
+Deterministic under a seed: a batch's content depends only on (seed, epoch, item), never on
+the number of workers or ranks.
 Batches are split across distributed ranks (``torch.distributed``), then DataLoader workers.
 """
 
@@ -18,7 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.augment import AugmentSpec, crop_view, draw_view, load_rgb
+from pipeline.augment import AugmentSpec, crop_view, draw_view, load_frame, make_views
 from pipeline.losses import UNLABELLED
 from pipeline.manifest import Manifest
 from pipeline.pairs import PairPlan, PairSpec, plan_pair, video_batches
@@ -31,9 +33,14 @@ class FrameLocation:
     offset: int
     size: int
 
+    def frame(self, size: int) -> Image.Image:
+        """The frame, read by offset and decoded for a view of ``size`` px, in its stored
+        mode (grey ``L`` or RGB, :func:`pipeline.augment.load_frame`)."""
+        return load_frame(read_member(self.shard, self.offset, self.size), size)
+
     def image(self, size: int) -> Image.Image:
-        """The frame, read by offset and decoded for a view of ``size`` px."""
-        return load_rgb(read_member(self.shard, self.offset, self.size), size)
+        """:meth:`frame` as RGB."""
+        return self.frame(size).convert("RGB")
 
 
 def frame_index(manifest: Manifest, video_ids: list[str]) -> list[list[FrameLocation]]:
@@ -63,16 +70,17 @@ def _stack(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 class PairDataset(IterableDataset):
-    """Yields batches of frames ready for :func:`pipeline.augment.make_views`.
+    """Yields batches of pairs: finished views, or frames for :func:`pipeline.augment.make_views`.
 
-    A batch is ``{"frames": uint8 (B, F, 3, S, S), "weights": (B, 2), "label", "video": (B,)}``:
-    the cropped and flipped frames (see :mod:`pipeline.augment`), colour-jittered already
-    (``jitter_in_workers``) or with their jitter draws ``"factors"``, ``"order"`` (B, F, 4)
-    for the training device to apply. One pair per video per epoch (SPG,
-    negatives only across videos), or with ``frame_level`` one pair per frame, frames
-    shuffled across videos (SimCLR; USCL Table 2 "I2 only"), so that frames of one video can
-    be negatives of each other. A frame-level item in ``same_frame`` mode is that frame
-    augmented twice; in the other modes its pair is planned from its whole video.
+    A batch is ``{"view1", "view2": float (B, 3, S, S), "label", "video": (B,)}`` with
+    ``views_in_workers``, else ``{"frames": uint8 (B, F, 3, S, S), "weights": (B, 2),
+    "factors", "order": (B, F, 4), "label", "video"}``: the cropped and flipped frames (see
+    :mod:`pipeline.augment`) with their jitter draws, for the training device to finish.
+    One pair per video per epoch (SPG, negatives only across videos), or with
+    ``frame_level`` one pair per frame, frames shuffled across videos (SimCLR; USCL Table 2
+    "I2 only"), so that frames of one video can be negatives of each other. A frame-level
+    item in ``same_frame`` mode is that frame augmented twice; in the other modes its pair
+    is planned from its whole video.
 
     Args:
         manifest: the decoded dataset.
@@ -83,8 +91,9 @@ class PairDataset(IterableDataset):
             False: augment each frame, then mix (USCL/HiCo code; F = 3, the anchor augmented
             once for both views).
         batch_size: videos per batch; seed: base seed; epoch: see :meth:`set_epoch`.
-        jitter_in_workers: apply the colour jitter here on PIL (fast on a CPU) instead of
-            leaving it to the device (fast on a GPU); the same draws either way.
+        views_in_workers: finish the views here (colour jitter on PIL, mix, normalisation:
+            fast on a CPU) instead of leaving them to the device (fast on a GPU); the same
+            draws either way.
         meta: a second dataset (e.g. Meta-USCL's meta set) of which every batch carries a
             random batch, under keys prefixed ``meta_``.
     """
@@ -92,7 +101,7 @@ class PairDataset(IterableDataset):
     def __init__(self, manifest: Manifest, video_ids: list[str], labels: list[int] | None,
                  pairs: PairSpec, augment: AugmentSpec, mix_first: bool, batch_size: int,
                  seed: int = 0, drop_last: bool = True, frame_level: bool = False,
-                 jitter_in_workers: bool = False, meta: PairDataset | None = None) -> None:
+                 views_in_workers: bool = False, meta: PairDataset | None = None) -> None:
         super().__init__()
         self.video_ids = list(video_ids)
         self.locations = frame_index(manifest, self.video_ids)
@@ -105,12 +114,17 @@ class PairDataset(IterableDataset):
                                    [UNLABELLED] * len(video_ids), dtype=torch.long)
         self.pairs, self.augment, self.mix_first = pairs, augment, mix_first
         self.batch_size, self.seed, self.drop_last = batch_size, seed, drop_last
-        self.jitter_in_workers, self.meta = jitter_in_workers, meta
-        self.epoch = 0
+        self.views_in_workers, self.meta = views_in_workers, meta
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """Use a new shuffle and new pairs; call before iterating each epoch."""
-        self.epoch = epoch
+        """Use a new shuffle and new pairs; call before iterating each epoch. The epoch
+        lives in shared memory, so persistent DataLoader workers see it too."""
+        self._epoch.fill_(epoch)
 
     def batches(self) -> list[list[int]]:
         """This rank's batches of item indices for the current epoch."""
@@ -152,9 +166,9 @@ class PairDataset(IterableDataset):
         return plan_pair(rng, len(self.locations[video]), self.pairs)
 
     def sample(self, item: int, key: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
-        """One item's frames and draws, deterministic in (seed, ``key``, item); ``key``
-        defaults to the current epoch. Frames a view does not use (weight 0 or 1) are left
-        black, unread."""
+        """One item's two views, or its frames and draws, deterministic in (seed, ``key``,
+        item); ``key`` defaults to the current epoch. Frames a view does not use (weight 0
+        or 1) are left black, unread."""
         key = (self.epoch,) if key is None else key
         rng = np.random.default_rng(_seed(self.seed, *key, item))
         plan = self.plan(item, rng)
@@ -165,7 +179,7 @@ class PairDataset(IterableDataset):
         slots = [first if w1 < 1 else None, anchor if w1 > 0 or w2 > 0 else None,
                  last if w2 < 1 else None]
         needed = set(plan.frames) if self.mix_first else set(slots) - {None}
-        images = {index: locations[index].image(size) for index in needed}
+        images = {index: locations[index].frame(size) for index in needed}
         if self.mix_first:  # mix the raw frames (uint8, as Meta-USCL), then augment each view
             sources = [mix_images(images[anchor], images[first], w1),
                        mix_images(images[anchor], images[last], w2)]
@@ -173,12 +187,15 @@ class PairDataset(IterableDataset):
             sources = [None if index is None else images[index] for index in slots]
         draws = [draw_view(rng, self.augment) for _ in sources]
         blank = torch.zeros(3, size, size, dtype=torch.uint8)
-        frames = [crop_view(image, draw, size, self.jitter_in_workers) if image is not None
+        frames = [crop_view(image, draw, size, self.views_in_workers) if image is not None
                   else blank for image, draw in zip(sources, draws, strict=True)]
         sample = {"frames": torch.stack(frames), "weights": torch.tensor(plan.weights)}
-        if not self.jitter_in_workers:
-            sample["factors"] = torch.tensor([draw.factors for draw in draws])
-            sample["order"] = torch.tensor([draw.order for draw in draws])
+        if self.views_in_workers:  # one sample at a time: its pixels stay in cache
+            view1, view2 = make_views({key: value[None] for key, value in sample.items()},
+                                      self.augment)
+            return {"view1": view1[0], "view2": view2[0]}
+        sample["factors"] = torch.tensor([draw.factors for draw in draws])
+        sample["order"] = torch.tensor([draw.order for draw in draws])
         return sample
 
 
@@ -186,6 +203,8 @@ def mix_images(anchor: Image.Image, other: Image.Image, weight: float) -> Image.
     """``weight * anchor + (1 - weight) * other`` on raw frames (USCL Eq. 2), as uint8."""
     if weight == 0:
         return other
+    if other.mode != anchor.mode:  # a grey frame and a colour one
+        anchor, other = anchor.convert("RGB"), other.convert("RGB")
     if other.size != anchor.size:  # a clip that changes resolution mid-way
         other = other.resize(anchor.size, Image.BILINEAR)
     return Image.blend(other, anchor, weight)

@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import ImageChops
+
 from pipeline.atomic import atomic_path
 from pipeline.video import SampledFrame
 
@@ -46,8 +48,16 @@ def frame_key(video_id: str, kept_index: int) -> str:
 
 
 def encode_jpeg(frame: SampledFrame, quality: int) -> bytes:
+    """The frame as a JPEG; an exactly grey frame (most B-mode ultrasound) as a one-channel
+    JPEG: the same pixels (its luma plane is what an RGB JPEG would store), no chroma to store
+    or decode, and a loader that knows the frame is grey (:func:`pipeline.augment.crop_view`)."""
+    image = frame.image
+    red, green, blue = image.split()
+    if not (ImageChops.difference(red, green).getbbox()
+            or ImageChops.difference(green, blue).getbbox()):
+        image = red
     buffer = io.BytesIO()
-    frame.image.save(buffer, format="JPEG", quality=quality)
+    image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
 

@@ -135,18 +135,18 @@ def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: lis
            progress: bool) -> list[dict[str, float]]:
     pairs, mix_first = method.pair_spec(config)
     augment = method.augment_spec(config)
-    jitter_in_workers = config.jitter_on == "workers" or (
-        config.jitter_on == "auto" and device.type != "cuda")
+    views_in_workers = config.views_on == "workers" or (
+        config.views_on == "auto" and device.type != "cuda")
     meta_data = None if meta is None else PairDataset(
         manifest, meta[0], None, meta[1], augment, mix_first=True,
         batch_size=config.meta.batch_size, seed=config.seed + 1, drop_last=False,
-        jitter_in_workers=jitter_in_workers)
+        views_in_workers=views_in_workers)
     data = PairDataset(manifest, videos["video_id"].tolist(), labels, pairs, augment, mix_first,
                        config.batch_size, config.seed,
                        frame_level=method.frame_level or config.negatives == "frames",
-                       jitter_in_workers=jitter_in_workers, meta=meta_data)
+                       views_in_workers=views_in_workers, meta=meta_data)
     loader = DataLoader(data, batch_size=None, num_workers=config.workers,
-                        persistent_workers=False)
+                        persistent_workers=config.workers > 0)
     model = method
     if dist.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -197,15 +197,20 @@ def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: lis
 
 def _views_on(device: torch.device, loaded: dict[str, torch.Tensor], augment: AugmentSpec,
               channels_last: bool) -> dict[str, torch.Tensor]:
-    """Move a loader batch to ``device`` and make its views there (and its meta batch's)."""
+    """Move a loader batch to ``device`` and make its views there (and its meta batch's),
+    unless the workers made them."""
     loaded = {key: value.to(device, non_blocking=True) for key, value in loaded.items()}
     batch = {"label": loaded["label"]}
     for prefix in ("", "meta_"):
-        if f"{prefix}frames" not in loaded:
-            continue
         part = {key[len(prefix):]: value for key, value in loaded.items()
                 if key.startswith(prefix)}
-        for index, view in enumerate(make_views(part, augment), start=1):
+        if "view1" in part:
+            views = part["view1"], part["view2"]
+        elif "frames" in part:
+            views = make_views(part, augment)
+        else:
+            continue
+        for index, view in enumerate(views, start=1):
             if channels_last:
                 view = view.contiguous(memory_format=torch.channels_last)
             batch[f"{prefix}view{index}"] = view

@@ -98,6 +98,19 @@ def test_make_views_mixes_after_jitter_and_normalises(slots):
     np.testing.assert_allclose(view2.numpy(), (views[:, 1] - mean) / std, atol=1e-5)
 
 
+def test_a_grey_frame_gives_the_same_views_on_one_channel_as_on_three():
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:40, 0:56]
+    grey = Image.fromarray(((xx * 3 + yy * 2) % 256).astype(np.uint8))
+    spec = AugmentSpec()
+    for _ in range(30):
+        draw = draw_view(rng, spec)
+        for jitter in (False, True):
+            on_one = crop_view(grey, draw, 24, jitter)
+            assert on_one.shape == (3, 24, 24)
+            assert torch.equal(on_one, crop_view(grey.convert("RGB"), draw, 24, jitter)), draw
+
+
 def test_jitter_on_pil_in_the_workers_matches_the_batched_device_jitter():
     """Same draws, two places: they differ only by PIL's uint8 rounding between operations."""
     rng = np.random.default_rng(3)

@@ -8,7 +8,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import pipeline.loader as loader_module
-from pipeline.augment import AugmentSpec, load_rgb, make_views
+from pipeline.augment import AugmentSpec, load_frame, make_views
 from pipeline.loader import PairDataset
 from pipeline.manifest import load_manifest
 from pipeline.pairs import PairSpec
@@ -55,6 +55,21 @@ def test_same_seed_same_batches_whatever_the_workers(decoded_sample):
     assert not torch.equal(reference[0]["frames"], other_seed[0]["frames"])
 
 
+def test_persistent_workers_follow_the_epochs(decoded_sample):
+    data = dataset(decoded_sample)
+    loader = DataLoader(data, batch_size=None, num_workers=2, persistent_workers=True)
+    key = lambda batch: batch["video"][0].item()  # noqa: E731
+    seen = []
+    for epoch in (0, 1, 2):
+        data.set_epoch(epoch)
+        batches = sorted(loader, key=key)
+        in_process = sorted(data, key=key)
+        for a, b in zip(in_process, batches, strict=True):
+            assert all(torch.equal(a[name], b[name]) for name in a)
+        seen.append(batches[0]["frames"])
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+
+
 def test_new_epoch_new_pairs(decoded_sample):
     data = dataset(decoded_sample)
     first = data.sample(0)
@@ -93,14 +108,18 @@ def test_the_two_views_differ_in_every_mode(decoded_sample, mode, mix_first):
     assert all(not torch.equal(a, b) for a, b in zip(view1, view2, strict=True))
 
 
-def test_jitter_in_workers_ships_finished_frames(decoded_sample):
-    device = next(iter(dataset(decoded_sample)))
-    workers = next(iter(dataset(decoded_sample, jitter_in_workers=True)))
-    assert "factors" in device and "factors" not in workers and "order" not in workers
-    assert not torch.equal(device["frames"], workers["frames"])
-    view1, _ = make_views(workers, SMALL)
-    reference, _ = make_views(device, SMALL)
-    assert (view1 - reference).abs().mean() < 0.1  # the same draws, applied on PIL
+@pytest.mark.parametrize("mix_first", [True, False])
+def test_views_in_workers_ship_the_views_the_device_would_make(decoded_sample, mix_first):
+    device = next(iter(dataset(decoded_sample, mix_first=mix_first)))
+    workers = next(iter(dataset(decoded_sample, mix_first=mix_first, views_in_workers=True)))
+    assert "factors" in device and "frames" not in workers and "factors" not in workers
+    assert torch.equal(device["video"], workers["video"])
+    for made, shipped in zip(make_views(device, SMALL), (workers["view1"], workers["view2"]),
+                             strict=True):
+        assert shipped.shape == made.shape and shipped.dtype == torch.float32
+        assert (shipped - made).abs().mean() < 0.1  # the same draws, the jitter on PIL
+    unrelated = next(iter(dataset(decoded_sample, seed=9, views_in_workers=True)))
+    assert (unrelated["view1"] - workers["view1"]).abs().mean() > 0.3
 
 
 def test_frames_a_view_does_not_use_are_not_read(decoded_sample):
@@ -141,7 +160,7 @@ def test_frame_level_batches_mix_frames_of_videos(decoded_sample, mode):
 
 def test_jpegs_are_decoded_at_reduced_size_when_the_view_is_small():
     buffer = io.BytesIO()
-    Image.new("RGB", (352, 352), "gray").save(buffer, "JPEG")
-    small, full = load_rgb(buffer.getvalue(), 64), load_rgb(buffer.getvalue(), 224)
+    Image.new("RGB", (352, 352), "teal").save(buffer, "JPEG")
+    small, full = load_frame(buffer.getvalue(), 64), load_frame(buffer.getvalue(), 224)
     assert small.size == (88, 88) and small.mode == "RGB"  # 1/4 scale, still >= 64
     assert full.size == (352, 352)

@@ -89,3 +89,20 @@ def test_frames_are_released_as_they_are_written(tmp_path):
     write_video_shard(tmp_path / "x.tar", VIDEO, tracked())
     gc.collect()
     assert all(ref() is None for ref in alive)
+
+
+def test_grey_frames_are_stored_with_one_channel_and_the_same_pixels(tmp_path):
+    rng = np.random.default_rng(1)
+    grey = np.repeat(rng.integers(0, 255, size=(48, 64, 1), dtype=np.uint8), 3, axis=2)
+    almost = grey.copy()
+    almost[10, 20, 2] ^= 1  # one channel of one pixel off: a colour frame
+    images = [Image.fromarray(grey), Image.fromarray(almost)]
+    records = write_video_shard(tmp_path / "v.tar", "v", (
+        SampledFrame(i, Fraction(i, 3), i, image) for i, image in enumerate(images)))
+    stored = [Image.open(io.BytesIO(read_member(tmp_path / "v.tar", r.offset, r.size)))
+              for r in records]
+    assert [image.mode for image in stored] == ["L", "RGB"]
+    as_rgb = io.BytesIO()
+    images[0].save(as_rgb, format="JPEG", quality=95)  # what an RGB JPEG would have stored
+    np.testing.assert_array_equal(np.asarray(stored[0].convert("RGB")),
+                                  np.asarray(Image.open(as_rgb).convert("RGB")))

@@ -90,8 +90,8 @@ class MetaUSCL(Method):
         """SGD with momentum on the main model (CMW-Net has its own Adam), warm-up then
         cosine (§6.4)."""
         meta = self.config.meta
-        main = [p for name, p in self.named_parameters() if not name.startswith(WEIGHT_NET)]
-        optimiser = torch.optim.SGD(main, lr=meta.lr, momentum=meta.momentum,
+        optimiser = torch.optim.SGD(self.main_parameters().values(), lr=meta.lr,
+                                    momentum=meta.momentum,
                                     weight_decay=config.weight_decay)
         return optimiser, lambda epoch: warmup_then_cosine(epoch, config.epochs,
                                                            meta.warmup_epochs)
@@ -156,6 +156,7 @@ class MetaUSCL(Method):
         return {"contrastive": total, "pair_weight": weights.mean(), "total": total}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The real step's loss terms on a fresh forward pass of ``batch``."""
         return self.real_loss(self(batch))
 
     # ---- the three-step update -----------------------------------------------------------

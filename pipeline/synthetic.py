@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -237,12 +238,19 @@ def clip_specs(count: int, seed: int) -> list[ClipSpec]:
     return specs
 
 
-def write_dataset(folder: Path, count: int, seed: int, group_prefix: str) -> list[ClipSpec]:
-    """Write ``count`` clips into ``folder/videos`` and ``folder/labels.csv``."""
+def write_dataset(folder: Path, count: int, seed: int, group_prefix: str,
+                  workers: int = 1) -> list[ClipSpec]:
+    """Write ``count`` clips into ``folder/videos`` (``workers`` processes; every clip is
+    fixed by its spec, so the bytes do not depend on them) and ``folder/labels.csv``."""
     specs = clip_specs(count, seed)
     videos = Path(folder) / "videos"
-    for spec in specs:
-        write_clip(spec, videos / spec.name)
+    paths = [videos / spec.name for spec in specs]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(write_clip, specs, paths, chunksize=8))
+    else:
+        for spec, path in zip(specs, paths, strict=True):
+            write_clip(spec, path)
     with atomic_path(Path(folder) / "labels.csv") as temporary:
         with open(temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)

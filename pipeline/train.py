@@ -82,11 +82,12 @@ def configured_method(config: TrainConfig, classes: int) -> Method:
 
 
 def pretrain(manifest: Manifest, train_videos: pd.DataFrame, config: TrainConfig,
-             out_dir: Path, progress: bool = True, held_out: list[str] | None = None
-             ) -> tuple[dict[str, object], Method]:
+             out_dir: Path, progress: bool = True, held_out: list[str] | None = None,
+             log_metrics: bool = True) -> tuple[dict[str, object], Method]:
     """Pretrain ``config.method`` on ``train_videos``; write the backbone and its card (rank 0)
     and return the card and the trained method. ``held_out``: the split's other video ids,
-    which only a method with a meta set may use (Meta-USCL's ``held_out`` preset)."""
+    which only a method with a meta set may use (Meta-USCL's ``held_out`` preset).
+    ``log_metrics``: write the per-epoch dvclive logs (the stage does)."""
     out_dir = Path(out_dir)
     dist = init_distributed()
     device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
@@ -101,7 +102,7 @@ def pretrain(manifest: Manifest, train_videos: pd.DataFrame, config: TrainConfig
     history: list[dict[str, float]] = []
     if method.trains:
         history = _train(method, manifest, train_videos, labels, meta, config, data_key,
-                         out_dir, dist, device, progress)
+                         out_dir, dist, device, progress, log_metrics)
     card = {"method": config.method, "preset": config.preset, "backbone": config.backbone,
             "classes": classes, "train_videos": len(train_videos),
             "labelled_videos": sum(label != UNLABELLED for label in labels),
@@ -132,7 +133,7 @@ def _data_fingerprint(manifest: Manifest, videos: pd.DataFrame) -> str:
 def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: list[int],
            meta: tuple[list[str], PairSpec] | None, config: TrainConfig, data_key: str,
            out_dir: Path, dist: Distributed, device: torch.device,
-           progress: bool) -> list[dict[str, float]]:
+           progress: bool, log_metrics: bool) -> list[dict[str, float]]:
     pairs, mix_first = method.pair_spec(config)
     augment = method.augment_spec(config)
     views_in_workers = config.views_on == "workers" or (
@@ -158,7 +159,7 @@ def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: lis
     run_key = json.dumps({"params": asdict(config), "data": data_key,
                           "meta_set": meta[0] if meta else None}, sort_keys=True)
     start, history = _resume(out_dir / CHECKPOINT, run_key, method, optimiser, scheduler)
-    live = _live(out_dir, resume=start > 0) if dist.main else None
+    live = _live(out_dir, resume=start > 0) if dist.main and log_metrics else None
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" and config.amp \
         else torch.autocast("cpu", enabled=False)
     for epoch in range(start, config.epochs):
@@ -178,12 +179,14 @@ def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: lis
         batches = max(1, len(data))
         record = {name: total / batches for name, total in sums.items()}
         record["lr"] = optimiser.param_groups[0]["lr"]
-        record["images_per_s"] = images / (time.perf_counter() - started)
+        record["epoch_s"] = time.perf_counter() - started
+        record["images_per_s"] = images / record["epoch_s"]
         scheduler.step()
         history.append(record)
         if dist.main:
             _save_checkpoint(out_dir / CHECKPOINT, run_key, method, optimiser, scheduler, epoch,
                              history)
+        if live is not None:
             for name, value in record.items():
                 live.log_metric(f"train/{name}", value)
             live.next_step()

@@ -23,6 +23,8 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path, sample_videos):
         (sample_videos / "labels.csv").read_bytes()
     write_dataset(tmp_path / "other", count=8, seed=8, group_prefix="test")
     assert digest(tmp_path / "other") != digest(sample_videos)
+    write_dataset(tmp_path / "parallel", count=8, seed=7, group_prefix="test", workers=2)
+    assert digest(tmp_path / "parallel") == digest(sample_videos)
 
 
 def test_labels_csv_follows_the_pocus_schema(sample_videos):

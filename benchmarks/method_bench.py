@@ -32,6 +32,7 @@ import torch
 
 from pipeline.config import TrainConfig
 from pipeline.methods import MethodConfig, build_method
+from pipeline.train import compiled
 
 VARIANTS = ("fp32", "bf16", "bf16-cl", "bf16-cl-compile")
 
@@ -51,7 +52,7 @@ def step_seconds(name: str, size: int, batch_size: int, steps: int, device: torc
     batch = {"view1": views[0], "view2": views[1], "meta_view1": views[2],
              "meta_view2": views[3], "label": torch.randint(0, 2, (batch_size,), device=device)}
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=variant != "fp32")
-    forward = torch.compile(method) if variant.endswith("compile") else method
+    forward = compiled(method) if variant.endswith("compile") else method
     warm_up = 2 if variant.endswith("compile") else 1
     times = []
     for _ in range(steps + warm_up):

@@ -65,7 +65,7 @@ def measure(scratch: Path, videos: int, config: TrainConfig) -> dict:
     write_dataset(scratch / "corpus", videos, seed=0, group_prefix="bench",
                   workers=config.workers)
     ingest(scratch / "corpus" / "videos", scratch / "corpus" / "labels.csv",
-           scratch / "shards", DecodeConfig(workers=config.workers), progress=False)
+           scratch / "shards", DecodeConfig(workers=max(1, config.workers)), progress=False)
     manifest = load_manifest(scratch / "shards")
     corpus_s = time.perf_counter() - start
     start = time.perf_counter()

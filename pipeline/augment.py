@@ -215,7 +215,7 @@ def make_views(batch: dict[str, torch.Tensor],
     """
     frames = batch["frames"]
     count, slots = frames.shape[:2]
-    images = frames.float()
+    images = frames.to(torch.float32, copy=True)  # worked on in place below
     if "factors" in batch:
         images = colour_jitter(images.flatten(0, 1).div_(255), batch["factors"].flatten(0, 1),
                                batch["order"].flatten(0, 1)).mul_(255).view(frames.shape)

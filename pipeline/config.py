@@ -195,6 +195,14 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("train.epochs must be >= 1 and train.batch_size >= 2")
 
+    @classmethod
+    def from_card(cls, params: dict[str, Any]) -> TrainConfig:
+        """The config a run's ``card.json`` recorded, read with today's names (cards before
+        ``views_on`` say ``jitter_on``)."""
+        renamed = {"jitter_on": "views_on"}
+        return from_mapping(cls, {renamed.get(key, key): value for key, value in params.items()},
+                            "card.json params")
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:

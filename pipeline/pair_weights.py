@@ -30,7 +30,7 @@ def load_trained(card_path: Path, checkpoint_path: Path) -> tuple[Method, TrainC
     """The method a pretraining run trained (card + the engine's checkpoint), in eval mode;
     an error if it has no CMW-Net."""
     card = json.loads(Path(card_path).read_text())
-    config = TrainConfig(**card["params"])
+    config = TrainConfig.from_card(card["params"])
     method = configured_method(config, len(card["classes"]))
     if not hasattr(method, "weight_net"):
         raise ValueError(f"{card['method']} learns no pair weights (use meta_uscl or "

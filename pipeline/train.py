@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -153,7 +154,7 @@ def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: lis
         model = torch.nn.parallel.DistributedDataParallel(
             method, device_ids=[dist.local_rank] if device.type == "cuda" else None,
             find_unused_parameters=method.has_unused_parameters)
-    step = torch.compile(model) if config.compile else model
+    step = compiled(model) if config.compile else model
     optimiser, lr_factor = method.configure_optimiser(config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor)
     run_key = json.dumps({"params": asdict(config), "data": data_key,
@@ -196,6 +197,12 @@ def _train(method: Method, manifest: Manifest, videos: pd.DataFrame, labels: lis
     if live is not None:
         live.end()
     return history
+
+
+def compiled(model: torch.nn.Module, **options) -> Callable:
+    """``torch.compile`` as the engine applies it: static shapes, because a dynamic graph's
+    backward donates its buffers and Meta-USCL differentiates its forward pass twice."""
+    return torch.compile(model, dynamic=False, **options)
 
 
 def _views_on(device: torch.device, loaded: dict[str, torch.Tensor], augment: AugmentSpec,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import DecodeConfig, load_params, parse_params
+from pipeline.config import DecodeConfig, TrainConfig, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,3 +37,10 @@ def test_unlabelled_dataset_has_no_labels_path():
     params = parse_params({"data": {"raw": {"root": "somewhere", "videos": ".", "labels": None}}})
     assert params.dataset("raw").labels_path is None
     assert params.dataset("raw").videos_path == Path("somewhere")
+
+
+def test_run_cards_are_read_with_todays_names():
+    config = TrainConfig.from_card({"method": "meta_uscl", "jitter_on": "workers"})
+    assert config.views_on == "workers" and config.method == "meta_uscl"
+    with pytest.raises(ValueError, match="card.json params: unknown key"):
+        TrainConfig.from_card({"colour": "blue"})

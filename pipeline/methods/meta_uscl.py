@@ -225,6 +225,7 @@ class MetaUSCL(Method):
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.all_reduce(gradient, op=torch.distributed.ReduceOp.AVG)
         self.weight_optimiser.step()
+        self.weight_optimiser.zero_grad(set_to_none=True)  # not carried into DDP buckets
         return meta_loss
 
     def training_step(self, forward: Callable, batch: dict[str, torch.Tensor],

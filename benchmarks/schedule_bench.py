@@ -73,20 +73,20 @@ def measure(scratch: Path, videos: int, config: TrainConfig) -> dict:
                        scratch / "model", progress=False, log_metrics=False)
     train_s = time.perf_counter() - start
     history = _history(scratch / "model" / "checkpoint.pt")
-    epochs = [record["epoch_s"] for record in history]
-    steady = epochs[1:] or epochs
-    paper_s = epochs[0] + statistics.mean(steady) * (PAPER_EPOCHS - 1)
+    epochs = len(history)
+    steady = history[1:] or history  # the first epoch pays start-up and compilation
+    steady_epoch_s = statistics.mean(record["epoch_s"] for record in steady)
+    paper_s = history[0]["epoch_s"] + steady_epoch_s * (PAPER_EPOCHS - 1)
     return {"device": torch.cuda.get_device_name() if torch.cuda.is_available()
             else f"CPU, {os.cpu_count()} cores",
             "torch": torch.__version__, "videos": len(manifest.videos),
             "frames": len(manifest.frames), "corpus_s": corpus_s,
             "config": {key: value for key, value in asdict(config).items() if key != "meta"},
-            "epochs_run": len(epochs), "train_s": train_s,
-            "first_epoch_s": epochs[0], "steady_epoch_s": statistics.mean(steady),
-            "steady_images_per_s": statistics.mean(r["images_per_s"] for r in history[1:])
-            if len(history) > 1 else history[0]["images_per_s"],
-            f"{PAPER_EPOCHS}_epochs_s": train_s if len(epochs) == PAPER_EPOCHS else paper_s,
-            f"{PAPER_EPOCHS}_epochs_measured": len(epochs) == PAPER_EPOCHS,
+            "epochs_run": epochs, "train_s": train_s,
+            "first_epoch_s": history[0]["epoch_s"], "steady_epoch_s": steady_epoch_s,
+            "steady_images_per_s": statistics.mean(record["images_per_s"] for record in steady),
+            f"{PAPER_EPOCHS}_epochs_s": train_s if epochs == PAPER_EPOCHS else paper_s,
+            f"{PAPER_EPOCHS}_epochs_measured": epochs == PAPER_EPOCHS,
             "final_losses": card["final_losses"]}
 
 

@@ -2,7 +2,7 @@
 
 In one run, ``--rounds`` times interleaved, each variant a fresh process tree timed end to end:
 
-* ``stage``: the decode stage (``pipeline.ingest.ingest``, 2 workers): hash, decode, sample at
+* ``stage``: the decode stage (``pipeline.data.ingest.ingest``, 2 workers): hash, decode, sample at
   3 fps, RGB-convert and JPEG-encode kept frames, write shards and manifests;
 * ``floor``: PyAV decode-only of every frame, same 2-process pool and threading, no output;
 * ``ffmpeg``: the loop ``ffmpeg -i X -vf fps=3 -q:v 2 out/%05d.jpg`` over the files, one at a
@@ -10,7 +10,7 @@ In one run, ``--rounds`` times interleaved, each variant a fresh process tree ti
 
 Reports median wall time, decoded and kept frames/s, peak memory of the whole process tree
 (sampled every 20 ms), the ratios the issue sets targets for, the per-file kept-count agreement
-between the stage, real ffmpeg and :func:`pipeline.sampling.ffmpeg_fps_frame_count`, the
+between the stage, real ffmpeg and :func:`pipeline.data.sampling.ffmpeg_fps_frame_count`, the
 no-op ``dvc repro`` time of this repository, and the stage's peak memory on synthetic clips of
 5 s to 160 s (memory must not grow with clip length). Needs Debian's ffmpeg
 (``apt-get install ffmpeg``).
@@ -50,7 +50,7 @@ def decode_only(path: str) -> int:
 
 def video_files() -> list[str]:
     """The POCUS files, largest first (the stage's order)."""
-    from pipeline.sources import list_video_files
+    from pipeline.data.sources import list_video_files
 
     files = [POCUS / "videos" / name for name in list_video_files(POCUS / "videos")]
     return [str(path) for path in sorted(files, key=lambda p: p.stat().st_size, reverse=True)]
@@ -64,7 +64,7 @@ def run_floor(workers: int) -> None:
 
 def run_stage(out: str, workers: int) -> None:
     from pipeline.config import DecodeConfig
-    from pipeline.ingest import ingest
+    from pipeline.data.ingest import ingest
 
     ingest(POCUS / "videos", POCUS / "labels.csv", Path(out), DecodeConfig(workers=workers),
            progress=False)
@@ -123,8 +123,8 @@ def kept_count_agreement(stage_out: Path, ffmpeg_out: Path) -> dict[str, object]
     """Per file: stage kept count vs real ffmpeg output vs the documented ffmpeg formula."""
     import pandas as pd
 
-    from pipeline.manifest import load_manifest
-    from pipeline.sampling import ffmpeg_fps_frame_count
+    from pipeline.data.manifest import load_manifest
+    from pipeline.data.sampling import ffmpeg_fps_frame_count
 
     videos = load_manifest(stage_out).videos
     rows = []
@@ -153,7 +153,7 @@ def memory_vs_clip_length(seconds: tuple[float, ...] = (5, 40, 160)) -> dict[str
     """Peak RSS of the decode stage (1 worker) on one synthetic clip of each length."""
     from dataclasses import replace
 
-    from pipeline.synthetic import clip_specs, write_clip
+    from pipeline.data.synthetic import clip_specs, write_clip
 
     peaks = {}
     with tempfile.TemporaryDirectory(prefix="decode-memory-") as scratch:
@@ -169,7 +169,7 @@ def memory_vs_clip_length(seconds: tuple[float, ...] = (5, 40, 160)) -> dict[str
 
 def run_stage_on(folder: str) -> None:
     from pipeline.config import DecodeConfig
-    from pipeline.ingest import ingest
+    from pipeline.data.ingest import ingest
 
     root = Path(folder).parent
     ingest(root / "videos", None, Path(folder), DecodeConfig(workers=1), progress=False)

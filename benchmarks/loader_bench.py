@@ -1,6 +1,6 @@
 """Pair-loader benchmark on COVID-BLUES (``../shared/data/covid-blues``), in one run:
 
-* ``shards``: :class:`pipeline.loader.PairDataset`, USCL code preset (three frames, augment
+* ``shards``: :class:`pipeline.pretrain.loader.PairDataset`, USCL code preset (three frames, augment
   then mix), frames read by byte offset from the per-video tars; the workers crop, flip,
   colour-jitter on PIL, mix and normalise (``train.views_on: workers``, the CPU setting) and
   deliver finished float views; persistent workers, as the training engine runs them;
@@ -37,14 +37,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.augment import AugmentSpec
-from pipeline.config import DecodeConfig
-from pipeline.ingest import ingest
-from pipeline.loader import PairDataset
-from pipeline.manifest import load_manifest
-from pipeline.methods import MethodConfig, build_method
-from pipeline.pairs import PairSpec
-from pipeline.shards import read_member
+from pipeline.config import DecodeConfig, TrainConfig
+from pipeline.data.ingest import ingest
+from pipeline.data.manifest import load_manifest
+from pipeline.data.shards import read_member
+from pipeline.data.views import AugmentSpec
+from pipeline.pretrain.loader import PairDataset
+from pipeline.pretrain.methods import build_method
+from pipeline.pretrain.pairs import PairSpec
 from pipeline.tv_compat import transforms_v2 as v2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ BATCH = 32
 
 
 def authors_transform(spec: AugmentSpec) -> v2.Compose:
-    """The released USCL/HiCo transform of one frame, on PIL images (method-spec §3.1)."""
+    """The released USCL/HiCo transform of one frame, on PIL images (docs/methods.md §3.1)."""
     return v2.Compose([
         v2.Resize((spec.size, spec.size), antialias=True),
         v2.RandomResizedCrop(spec.size, scale=spec.crop_scale, ratio=spec.crop_ratio,
@@ -110,14 +110,14 @@ def pairs_per_second(loader, epochs: int = 2, dataset=None) -> float:
 
 def train_step_pairs_per_second(size: int, steps: int = 3) -> float:
     torch.manual_seed(0)
-    method = build_method("uscl", MethodConfig(num_classes=2))
+    method = build_method(TrainConfig(method="uscl"))
     optimiser = torch.optim.Adam(method.parameters(), lr=3e-4)
     views = [torch.randn(BATCH, 3, size, size) for _ in range(2)]
     batch = {"view1": views[0], "view2": views[1], "label": torch.randint(0, 2, (BATCH,))}
     times = []
     for _ in range(steps + 1):
         start = time.perf_counter()
-        total = method(batch)["total"]
+        total = method.loss(method(batch), batch)["total"]
         optimiser.zero_grad()
         total.backward()
         optimiser.step()

@@ -1,6 +1,6 @@
 """Training-step throughput per method, image size and precision variant (any device).
 
-One step = the method's own :meth:`~pipeline.methods.base.Method.training_step` (forward,
+One step = the method's own :meth:`~pipeline.pretrain.methods.base.Method.training_step` (forward,
 backward, optimiser; for Meta-USCL also the virtual and meta steps on a meta batch of the
 same size) on a batch of ``--batch`` pairs (2 x batch images) of random views, with the
 optimiser the engine builds for the method. Reported: images/s of the training batch from
@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 from pipeline.config import TrainConfig
-from pipeline.methods import MethodConfig, build_method
-from pipeline.train import compiled
+from pipeline.pretrain.engine import compiled
+from pipeline.pretrain.methods import build_method
 
 VARIANTS = ("fp32", "bf16", "bf16-cl", "bf16-cl-compile")
 
@@ -44,9 +44,9 @@ def step_seconds(name: str, size: int, batch_size: int, steps: int, device: torc
     torch.manual_seed(0)
     channels_last = "-cl" in variant
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    method = build_method(name, MethodConfig(num_classes=2)).to(device)
+    method = build_method(TrainConfig(method=name)).to(device)
     method = method.to(memory_format=memory_format)
-    optimiser, _ = method.configure_optimiser(TrainConfig(method=name))
+    optimiser, _ = method.configure_optimiser()
     views = [torch.randn(batch_size, 3, size, size, device=device).contiguous(
         memory_format=memory_format) for _ in range(4)]
     batch = {"view1": views[0], "view2": views[1], "meta_view1": views[2],

@@ -2,7 +2,7 @@
 
 Writes a synthetic corpus of ``--videos`` clips (the papers' US-4 has ~1,400), decodes it
 with the decode stage's code, and pretrains ``--method`` with the paper schedule (batch 32
-videos, 224 px, 300 epochs) through :func:`pipeline.train.pretrain`, as the ``pretrain``
+videos, 224 px, 300 epochs) through :func:`pipeline.pretrain.engine.pretrain`, as the ``pretrain``
 stage runs it on one device: the real loader, checkpoints every epoch, no dvclive logs.
 Reports the wall time of the epochs and their steady rate (every epoch but the first, which
 pays worker start-up and compilation). With ``--epochs`` below 300 the 300-epoch time is
@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 
 from pipeline.config import DecodeConfig, TrainConfig
-from pipeline.ingest import ingest
-from pipeline.manifest import load_manifest
-from pipeline.synthetic import write_dataset
-from pipeline.train import pretrain
+from pipeline.data.ingest import ingest
+from pipeline.data.manifest import load_manifest
+from pipeline.data.synthetic import write_dataset
+from pipeline.pretrain.engine import checkpoint_history, pretrain
 
 PAPER_EPOCHS = 300
 
@@ -72,7 +72,7 @@ def measure(scratch: Path, videos: int, config: TrainConfig) -> dict:
     card, _ = pretrain(manifest, manifest.videos.sort_values("video_id"), config,
                        scratch / "model", progress=False, log_metrics=False)
     train_s = time.perf_counter() - start
-    history = _history(scratch / "model" / "checkpoint.pt")
+    history = checkpoint_history(scratch / "model" / "checkpoint.pt")
     epochs = len(history)
     steady = history[1:] or history  # the first epoch pays start-up and compilation
     steady_epoch_s = statistics.mean(record["epoch_s"] for record in steady)
@@ -87,13 +87,7 @@ def measure(scratch: Path, videos: int, config: TrainConfig) -> dict:
             "steady_images_per_s": statistics.mean(record["images_per_s"] for record in steady),
             f"{PAPER_EPOCHS}_epochs_s": train_s if epochs == PAPER_EPOCHS else paper_s,
             f"{PAPER_EPOCHS}_epochs_measured": epochs == PAPER_EPOCHS,
-            "final_losses": card["final_losses"]}
-
-
-def _history(checkpoint: Path) -> list[dict[str, float]]:
-    """The per-epoch records the engine keeps in its checkpoint."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    return json.loads(state["history"])
+            "final_losses": card.final_losses}
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ import typer
 from rich.table import Table
 
 from pipeline.atomic import write_text
+from pipeline.card import RunCard
 from pipeline.console import console, counts_table, failures_table
+from pipeline.data.manifest import Manifest, load_manifest
+from pipeline.evaluate.report import Run, html_page, markdown
 from pipeline.inspection import (
     contact_sheet,
     dataset_summary,
@@ -20,8 +23,6 @@ from pipeline.inspection import (
     verify,
     video_details,
 )
-from pipeline.manifest import Manifest, load_manifest
-from pipeline.report import Run, html_page, markdown
 
 app = typer.Typer(help="Inspect uspipe datasets (decoded shards + Parquet manifests) and "
                        "compare experiments.",
@@ -183,9 +184,9 @@ def pair_weights(output: Annotated[Path, typer.Option("--output", "-o",
                  pairs: int = 4) -> None:
     """A meta-learned CMW-Net's pair weights: per group (Meta-USCL Fig. 6) and against frame
     similarity in one clip (Fig. 5)."""
-    from pipeline.pair_weights import (
+    from pipeline.evaluate.pair_weights import (
         clip_weights,
-        load_trained,
+        load_weighting,
         video_pair_weights,
         weight_vs_similarity_figure,
         weights_by_group_figure,
@@ -197,14 +198,15 @@ def pair_weights(output: Annotated[Path, typer.Option("--output", "-o",
         console.print(f"[red]error:[/red] no column {by!r} in {dataset}'s videos.parquet")
         raise typer.Exit(2)
     try:
-        method, config = load_trained(model / "card.json", model / "checkpoint.pt")
+        card = RunCard.load(model / "card.json")
+        method = load_weighting(card, model / "checkpoint.pt")
     except (FileNotFoundError, ValueError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
-    title = f"{config.method} ({config.preset})"
-    weights = video_pair_weights(method, config, manifest, videos, pairs)
+    weights = video_pair_weights(method, manifest, videos, pairs)
     clip = clip or videos.sort_values("kept_frames")["video_id"].iloc[-1]
-    similarity = clip_weights(method, config, manifest, clip)
+    similarity = clip_weights(method, manifest, clip)
+    title = card.title
     write_text(output / "pair_weights.csv", weights.to_csv(index=False))
     write_text(output / "clip_weights.csv", similarity.to_csv(index=False))
     weights_by_group_figure(weights, videos.set_index("video_id")[by], output /

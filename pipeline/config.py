@@ -15,6 +15,22 @@ import yaml
 
 T = TypeVar("T")
 
+# The choices params.yaml may name. Kept here, not read from the registries, so params are
+# validated before torch is imported; tests check they equal the registries.
+METHODS = ("uscl", "hico", "simclr", "supervised", "scratch", "meta_uscl", "meta_simclr")
+PRESETS = ("code", "paper")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+             "shufflenet_v2_x1_5", "shufflenet_v2_x2_0")
+PAIR_MODES = ("ppi", "two_frames", "same_frame")
+NEGATIVES = ("videos", "frames")
+VIEWS_ON = ("auto", "workers", "device")
+
+
+def check_choice(where: str, value: object, choices: tuple) -> None:
+    """An error naming the key, the value and the valid choices unless ``value`` is one."""
+    if value not in choices:
+        raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+
 
 def from_mapping(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
     """Build dataclass ``cls`` from ``values``; unknown keys are an error naming ``where``."""
@@ -65,7 +81,7 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """Frame sampling and shard encoding (see :mod:`pipeline.sampling` for the rule)."""
+    """Frame sampling and shard encoding (see :mod:`pipeline.data.sampling` for the rule)."""
 
     rate: float = 3.0
     max_frames: int | None = None
@@ -112,7 +128,7 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """The embedded synthetic lung-ultrasound sample (see :mod:`pipeline.synthetic`)."""
+    """The embedded synthetic lung-ultrasound sample (see :mod:`pipeline.data.synthetic`)."""
 
     seed: int = 0
     pretrain_videos: int = 36
@@ -122,9 +138,10 @@ class SampleConfig:
 
 @dataclass(frozen=True)
 class MetaConfig:
-    """Meta-USCL's CMW-Net and online meta update (``train.meta``; method-spec §6).
+    """Meta-USCL's CMW-Net and online meta update (``train.meta``; docs/methods.md §6).
 
-    ``None`` means "per preset": ``normalise`` (code True, paper False: Meta-USCL Eq. 1),
+    ``None`` means "per preset": ``divide_by_weight_sum`` (code True, paper False: Meta-USCL
+    Eq. 1 as written),
     ``meta_set`` (code ``released``: first frames of a random 20 % of ALL videos, which leaks
     training videos; paper ``held_out``: PPI pairs of the held-out split only) and
     ``virtual_momentum`` (code: the virtual SGD step uses the main optimiser's momentum and
@@ -139,22 +156,38 @@ class MetaConfig:
     weight_net_hidden: int = 10
     virtual_lr: float | None = None
     virtual_momentum: bool | None = None
-    normalise: bool | None = None
+    divide_by_weight_sum: bool | None = None
     meta_set: str | None = None
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.meta_set not in (None, "held_out", "released"):
-            raise ValueError(f"train.meta.meta_set must be held_out or released, got "
-                             f"{self.meta_set!r}")
+        check_choice("train.meta.meta_set", self.meta_set, (None, "held_out", "released"))
         if self.batch_size < 2:
             raise ValueError("train.meta.batch_size must be >= 2")
 
 
 @dataclass(frozen=True)
+class HiCoConfig:
+    """HiCo's knobs (``train.hico``; HiCo Eqs. 5-9, ``docs/methods.md`` §4.2, §5.3).
+
+    ``peer_weight``: lambda, the weight of the peer-level terms against the cross-level ones;
+    ``alpha``: the softened CE's smoothing; ``fpn_batch_norm``: None = per preset (paper:
+    BatchNorm + ReLU after every FPN convolution; code: plain convolutions).
+    """
+
+    peer_weight: float = 0.5
+    alpha: float = 0.2
+    fpn_batch_norm: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.alpha < 1:
+            raise ValueError(f"train.hico.alpha must be in [0, 1), got {self.alpha}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Pretraining (``train:`` in params.yaml); the paper schedule is 300 epochs, batch 32,
-    224 px, 10 constant epochs (method-spec §7). Defaults are CPU-sized for the sample."""
+    224 px, 10 constant epochs (docs/methods.md §7). Defaults are CPU-sized for the sample."""
 
     method: str = "uscl"
     preset: str = "code"
@@ -175,38 +208,47 @@ class TrainConfig:
     mix_beta: float | None = None   # None: the method's (USCL 0.5, Meta-USCL code 5)
     temperature: float = 0.5
     supervised_weight: float = 0.2
+    projection_dim: int = 256
     views_on: str = "auto"
-    amp: bool = True
-    channels_last: bool = False
+    amp: bool = True                   # bf16 autocast where the device runs bf16 fast
+    channels_last: bool | None = None  # None: on when bf16 autocast is (pipeline.precision)
     compile: bool = False
+    hico: HiCoConfig = field(default_factory=HiCoConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.meta, dict):  # the nested train.meta section of params.yaml
-            object.__setattr__(self, "meta", from_mapping(MetaConfig, self.meta, "train.meta"))
+        for name, cls in (("hico", HiCoConfig), ("meta", MetaConfig)):
+            if isinstance(getattr(self, name), dict):  # a nested section of params.yaml
+                object.__setattr__(self, name,
+                                   from_mapping(cls, getattr(self, name), f"train.{name}"))
+        for name, choices in (("method", METHODS), ("preset", PRESETS),
+                              ("backbone", BACKBONES), ("pair_mode", PAIR_MODES),
+                              ("negatives", NEGATIVES), ("views_on", VIEWS_ON)):
+            check_choice(f"train.{name}", getattr(self, name), choices)
         if not 0 <= self.label_fraction <= 1:
             raise ValueError(f"train.label_fraction must be in [0, 1], got {self.label_fraction}")
-        if self.negatives not in ("videos", "frames"):
-            raise ValueError(f"train.negatives must be 'videos' or 'frames', got "
-                             f"{self.negatives!r}")
-        if self.views_on not in ("auto", "workers", "device"):
-            raise ValueError(f"train.views_on must be auto, workers or device, got "
-                             f"{self.views_on!r}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("train.epochs must be >= 1 and train.batch_size >= 2")
 
     @classmethod
     def from_card(cls, params: dict[str, Any]) -> TrainConfig:
-        """The config a run's ``card.json`` recorded, read with today's names (cards before
-        ``views_on`` say ``jitter_on``)."""
-        renamed = {"jitter_on": "views_on"}
-        return from_mapping(cls, {renamed.get(key, key): value for key, value in params.items()},
-                            "card.json params")
+        """The config a run's card recorded, read with today's names (older cards say
+        ``jitter_on`` for ``views_on`` and ``meta.normalise`` for
+        ``meta.divide_by_weight_sum``)."""
+        values = {RENAMED.get(key, key): value for key, value in params.items()}
+        if isinstance(values.get("meta"), dict):
+            values["meta"] = {RENAMED_META.get(key, key): value
+                              for key, value in values["meta"].items()}
+        return from_mapping(cls, values, "card.json params")
+
+
+RENAMED = {"jitter_on": "views_on"}
+RENAMED_META = {"normalise": "divide_by_weight_sum"}
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Downstream fine-tuning and evaluation (``finetune:``; method-spec §8).
+    """Downstream fine-tuning and evaluation (``finetune:``; docs/methods.md §8).
 
     ``mode``: ``last_block`` (the papers' "last 3 layers": the last residual block + a new
     classifier), ``linear`` or ``full``. ``frozen_bn``: ``update`` keeps the whole network in
@@ -236,9 +278,7 @@ class FinetuneConfig:
         choices = {"mode": ("last_block", "linear", "full"), "frozen_bn": ("update", "keep"),
                    "recipe": tuple(self.RECIPES)}
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"finetune.{name} must be one of {', '.join(allowed)}, got "
-                                 f"{getattr(self, name)!r}")
+            check_choice(f"finetune.{name}", getattr(self, name), allowed)
         if len(self.classes) < 2 or not self.seeds:
             raise ValueError("finetune needs at least two classes and one seed")
 

@@ -1,6 +1,6 @@
 """Looking into a decoded dataset: summaries, one video's details, shard verification, sheets.
 
-Plain functions over a :class:`~pipeline.manifest.Manifest` returning JSON-ready data (or an
+Plain functions over a :class:`~pipeline.data.manifest.Manifest` returning JSON-ready data (or an
 image); the ``uspipe`` CLI only renders them.
 """
 
@@ -16,8 +16,8 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from pipeline.atomic import atomic_path
-from pipeline.manifest import Manifest
-from pipeline.shards import read_member
+from pipeline.data.manifest import Manifest
+from pipeline.data.shards import read_member
 
 
 def _distribution(values: pd.Series) -> dict[str, float | None]:

@@ -7,7 +7,7 @@ import typer
 
 from pipeline.config import load_params
 from pipeline.console import console, failures_table
-from pipeline.ingest import ingest
+from pipeline.data.ingest import ingest
 
 
 def main(dataset: str, out: Path = Path("data")) -> None:

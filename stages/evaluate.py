@@ -1,14 +1,14 @@
 """Stage evaluate: the papers' metrics (honest headline + optimistic protocol), plots, figures."""
 
-import json
 from pathlib import Path
 
 import pandas as pd
 import typer
 
 from pipeline.atomic import write_json, write_text
+from pipeline.card import RunCard
 from pipeline.config import load_params
-from pipeline.evaluation import draw_figures, evaluate, plot_tables
+from pipeline.evaluate.evaluation import draw_figures, evaluate, plot_tables
 
 
 def main(finetune: Path = Path("models/finetune"), backbone: Path = Path("models/pretrain"),
@@ -17,23 +17,23 @@ def main(finetune: Path = Path("models/finetune"), backbone: Path = Path("models
     classes = list(config.classes)
     predictions = pd.read_parquet(finetune / "predictions.parquet")
     curves = pd.read_csv(finetune / "curves.csv")
-    card = json.loads((backbone / "card.json").read_text())
+    card = RunCard.load(backbone / "card.json")
     metrics = evaluate(predictions, curves, classes, config.normal_class)
     epochs, batch = config.schedule()
-    metrics["protocol"] = {"pretraining": {key: card[key] for key in
-                                           ("method", "preset", "backbone", "epochs")},
+    metrics["protocol"] = {"pretraining": {"method": card.method, "preset": card.preset,
+                                           "backbone": card.backbone, "epochs": card.epochs},
                            "finetune": {"mode": config.mode, "frozen_bn": config.frozen_bn,
                                         "epochs": epochs, "batch_size": batch,
                                         "image_size": config.image_size,
                                         "seeds": list(config.seeds)}}
     write_json(out / "metrics.json", metrics)
-    write_json(out / "card.json", card)
+    card.save(out / "card.json")
     tables = plot_tables(predictions, curves, classes)
     for name, table in tables.items():
         write_text(out / "plots" / f"{name}.csv", table.to_csv(index=False))
-    draw_figures(tables, classes, out / "figures", f"{card['method']} ({card['preset']})")
+    draw_figures(tables, classes, out / "figures", card.title)
     headline = metrics["last_epoch"]
-    print(f"evaluate: {card['method']}: accuracy {headline['pooled']['accuracy']:.3f} "
+    print(f"evaluate: {card.method}: accuracy {headline['pooled']['accuracy']:.3f} "
           f"(per run {headline['per_run']['accuracy']['mean']:.3f} ± "
           f"{headline['per_run']['accuracy']['std']:.3f}), macro F1 "
           f"{headline['pooled']['macro_f1']:.3f}; optimistic (best test epoch) accuracy "

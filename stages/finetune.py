@@ -3,27 +3,27 @@
 Writes every run's test-fold probabilities after every epoch, and its training curves.
 """
 
-import json
 from pathlib import Path
 
 import pandas as pd
 import typer
 
 from pipeline.atomic import atomic_path, write_text
+from pipeline.card import RunCard
 from pipeline.config import load_params
-from pipeline.finetune import cross_validate
-from pipeline.manifest import load_manifest
+from pipeline.data.manifest import load_manifest
+from pipeline.evaluate.finetune import cross_validate
 
 
 def main(dataset: str = "downstream", data: Path = Path("data"),
          backbone: Path = Path("models/pretrain"),
          out: Path = Path("models/finetune")) -> None:
     params = load_params()
-    card = json.loads((backbone / "card.json").read_text())
+    card = RunCard.load(backbone / "card.json")
     manifest = load_manifest(data / dataset)
     split = pd.read_csv(data / dataset / "split.csv")
-    result = cross_validate(manifest, split, params.finetune, card["backbone"],
-                            backbone / "backbone.pt", card["normalise"])
+    result = cross_validate(manifest, split, params.finetune, card.backbone,
+                            backbone / "backbone.pt", card.normalisation)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "predictions.parquet") as temporary:
         result.predictions.to_parquet(temporary, index=False)

@@ -9,8 +9,8 @@ import pandas as pd
 import typer
 
 from pipeline.config import load_params
-from pipeline.manifest import load_manifest
-from pipeline.train import pretrain
+from pipeline.data.manifest import load_manifest
+from pipeline.pretrain.engine import pretrain
 
 
 def main(dataset: str = "pretrain", data: Path = Path("data"),
@@ -22,8 +22,8 @@ def main(dataset: str = "pretrain", data: Path = Path("data"),
                                   on="video_id").sort_values("video_id")
     held_out = sorted(split.loc[split["split"] != "train", "video_id"])
     card, _ = pretrain(manifest, train, params.train, out, held_out=held_out)
-    print(f"pretrain: {card['method']} ({card['preset']}) on {card['train_videos']} videos, "
-          f"{card['epochs']} epochs, final losses {card['final_losses']}")
+    print(f"pretrain: {card.title} on {card.train_videos} videos, {card.epochs} epochs, "
+          f"final losses {card.final_losses}")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,16 @@
 """Stage represent: t-SNE of downstream frame embeddings and Grad-CAM maps of the backbone."""
 
-import json
 from pathlib import Path
 
 import pandas as pd
 import typer
 
+from pipeline.backbones import load_backbone
+from pipeline.card import RunCard
 from pipeline.config import load_params
-from pipeline.finetune import select_videos
-from pipeline.manifest import load_manifest
-from pipeline.models import load_backbone
-from pipeline.representation import (
+from pipeline.data.manifest import load_manifest
+from pipeline.evaluate.finetune import select_videos
+from pipeline.evaluate.representation import (
     embed,
     frames_of,
     grad_cam_figure,
@@ -22,17 +22,17 @@ def main(dataset: str = "downstream", data: Path = Path("data"),
          backbone: Path = Path("models/pretrain"), out: Path = Path("results/representation"),
          videos_per_class: int = 20, frames_per_video: int = 8) -> None:
     config = load_params().finetune
-    card = json.loads((backbone / "card.json").read_text())
+    card = RunCard.load(backbone / "card.json")
     manifest = load_manifest(data / dataset)
     videos = select_videos(manifest.videos, pd.read_csv(data / dataset / "split.csv"), config)
     videos = videos.groupby("label", group_keys=False).head(videos_per_class)
-    model = load_backbone(card["backbone"], backbone / "backbone.pt")[0].eval()
+    model = load_backbone(card.backbone, backbone / "backbone.pt")[0].eval()
     images, ids, labels = frames_of(manifest, videos, frames_per_video, config.image_size,
-                                    card["normalise"])
-    title = f"{card['method']} ({card['preset']})"
+                                    card.normalisation)
+    title = card.title
     tsne_figure(embed(model, images), ids, labels, out / "tsne.png", title)
     firsts = [ids.index(video) for video in videos.groupby("label")["video_id"].first()]
-    grad_cam_figure(model, images[firsts], [labels[i] for i in firsts], card["normalise"],
+    grad_cam_figure(model, images[firsts], [labels[i] for i in firsts], card.normalisation,
                     out / "gradcam.png", title)
     print(f"represent: {len(images)} frames of {len(videos)} videos -> {out}")
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline.config import load_params
-from pipeline.synthetic import write_dataset
+from pipeline.data.synthetic import write_dataset
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ import typer
 
 from pipeline.atomic import write_text
 from pipeline.config import load_params
-from pipeline.manifest import load_manifest
-from pipeline.splits import split_table
+from pipeline.data.manifest import load_manifest
+from pipeline.data.splits import split_table
 
 
 def main(dataset: str, out: Path = Path("data")) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import DecodeConfig
-from pipeline.ingest import ingest
-from pipeline.synthetic import write_dataset
+from pipeline.data.ingest import ingest
+from pipeline.data.synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("USPIPE_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -5,14 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.augment import (
-    AugmentSpec,
-    ViewParams,
-    colour_jitter,
-    crop_view,
-    draw_view,
-    make_views,
-)
+from pipeline.data.views import AugmentSpec, ViewParams, crop_view, draw_view
+from pipeline.pretrain.augment import colour_jitter, make_views
 from pipeline.tv_compat import transforms_v2 as v2
 
 F = v2.functional

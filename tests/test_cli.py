@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config import DecodeConfig
-from pipeline.ingest import ingest
-from pipeline.manifest import load_manifest
+from pipeline.data.ingest import ingest
+from pipeline.data.manifest import load_manifest
 
 runner = CliRunner()
 

@@ -1,9 +1,12 @@
 """params.yaml -> typed configs: the repository's params parse, mistakes are named."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from pipeline import config
 from pipeline.config import DecodeConfig, TrainConfig, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +30,7 @@ def test_unknown_keys_and_bad_values_are_named():
         parse_params({"data": {"x": {"root": "r", "folds": 1}}})
     with pytest.raises(ValueError, match="must be a path inside root"):
         parse_params({"data": {"x": {"root": "r", "labels": "/elsewhere/labels.csv"}}})
-    with pytest.raises(ValueError, match="train.negatives must be 'videos' or 'frames'"):
+    with pytest.raises(ValueError, match="train.negatives: 'batch' is not one of videos, frames"):
         parse_params({"train": {"negatives": "batch"}})
     with pytest.raises(KeyError, match="no dataset 'nope'"):
         parse_params({}).dataset("nope")
@@ -40,7 +43,45 @@ def test_unlabelled_dataset_has_no_labels_path():
 
 
 def test_run_cards_are_read_with_todays_names():
-    config = TrainConfig.from_card({"method": "meta_uscl", "jitter_on": "workers"})
-    assert config.views_on == "workers" and config.method == "meta_uscl"
+    old = TrainConfig.from_card({"method": "meta_uscl", "jitter_on": "workers",
+                                 "meta": {"normalise": False}})
+    assert old.views_on == "workers" and old.method == "meta_uscl"
+    assert old.meta.divide_by_weight_sum is False
     with pytest.raises(ValueError, match="card.json params: unknown key"):
         TrainConfig.from_card({"colour": "blue"})
+
+
+@pytest.mark.parametrize("key, value, choices", [
+    ("method", "byol", "uscl, hico, simclr, supervised, scratch, meta_uscl, meta_simclr"),
+    ("preset", "papr", "code, paper"),
+    ("backbone", "resnet19", "resnet18, resnet34"),
+    ("pair_mode", "ppii", "ppi, two_frames, same_frame"),
+    ("views_on", "gpu", "auto, workers, device"),
+    ("negatives", "clips", "videos, frames"),
+])
+def test_a_wrong_choice_names_the_key_and_the_choices(key, value, choices):
+    with pytest.raises(ValueError, match=f"train.{key}: '{value}' is not one of {choices}"):
+        parse_params({"train": {key: value}})
+
+
+def test_nested_method_sections_are_validated():
+    with pytest.raises(ValueError, match=r"train.hico: unknown key\(s\) beta"):
+        parse_params({"train": {"hico": {"beta": 1}}})
+    assert parse_params({"train": {"hico": {"alpha": 0.1}}}).train.hico.alpha == 0.1
+    with pytest.raises(ValueError, match="train.meta.meta_set: 'leaky' is not one of"):
+        parse_params({"train": {"meta": {"meta_set": "leaky"}}})
+
+
+def test_params_are_validated_before_torch_is_imported():
+    """A params mistake is reported at once: loading params imports no deep-learning stack."""
+    code = ("import sys; from pipeline.config import load_params; load_params(sys.argv[1]); "
+            "print(sorted(m for m in ('torch', 'av', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "params.yaml")],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_the_choices_are_the_registries():
+    from pipeline.backbones import BACKBONES
+
+    assert tuple(BACKBONES) == config.BACKBONES

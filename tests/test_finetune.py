@@ -7,16 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-import pipeline.finetune as finetune_module
+import pipeline.evaluate.finetune as finetune_module
+from pipeline.backbones import build_backbone, torchvision_state_dict
+from pipeline.card import Normalisation
 from pipeline.config import FinetuneConfig
-from pipeline.evaluation import evaluate, selected
-from pipeline.finetune import build_classifier, cross_validate, run_fold, select_videos
-from pipeline.manifest import load_manifest
-from pipeline.models import build_backbone, torchvision_state_dict
-from pipeline.splits import split_table
+from pipeline.data.manifest import load_manifest
+from pipeline.data.splits import split_table
+from pipeline.evaluate.evaluation import evaluate, selected
+from pipeline.evaluate.finetune import build_classifier, cross_validate, run_fold, select_videos
 
 TINY = FinetuneConfig(epochs=2, batch_size=8, image_size=32, workers=0, probes=None)
-NORMALISE = {"mean": [0.5] * 3, "std": [0.25] * 3}
+NORMALISE = Normalisation((0.5,) * 3, (0.25,) * 3)
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from pipeline.config import DecodeConfig
-from pipeline.decode import RECEIPT_SUFFIX, decode_video
-from pipeline.ingest import ingest
-from pipeline.manifest import FRAMES_FILE, VIDEOS_FILE, load_manifest
-from pipeline.synthetic import FORMATS, ClipSpec, write_clip
+from pipeline.data.decode import RECEIPT_SUFFIX, decode_video
+from pipeline.data.ingest import ingest
+from pipeline.data.manifest import FRAMES_FILE, VIDEOS_FILE, load_manifest
+from pipeline.data.synthetic import FORMATS, ClipSpec, write_clip
 
 CONFIG = DecodeConfig(workers=1, min_frames=2)
 
@@ -200,7 +200,7 @@ def test_killed_stage_resumes_and_ends_like_an_uninterrupted_run(sample_videos, 
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(clip_path, target)
     script = ("import sys; from pathlib import Path; from pipeline.config import DecodeConfig; "
-              "from pipeline.ingest import ingest; "
+              "from pipeline.data.ingest import ingest; "
               "s = ingest(Path(sys.argv[1]), None, Path(sys.argv[2]), DecodeConfig(workers=1), "
               "progress=False); print(s.decoded, s.reused)")
     killed = tmp_path / "killed"
@@ -241,7 +241,7 @@ def test_a_worker_that_dies_fails_only_its_own_video(sample_videos, tmp_path, mo
     videos = tmp_path / "videos"
     shutil.copytree(sample_videos / "videos", videos)
     shutil.copy(next(videos.glob("*.mp4")), videos / "crash me.mp4")
-    monkeypatch.setattr("pipeline.ingest.decode_video", _die_on_crash_videos)
+    monkeypatch.setattr("pipeline.data.ingest.decode_video", _die_on_crash_videos)
     summary = ingest(videos, None, tmp_path / "out", replace(CONFIG, workers=2), progress=False)
     statuses = load_manifest(tmp_path / "out").videos.set_index("source_path")["status"]
     assert statuses["crash me.mp4"] == "crashed"

@@ -7,11 +7,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import pipeline.loader as loader_module
-from pipeline.augment import AugmentSpec, load_frame, make_views
-from pipeline.loader import PairDataset
-from pipeline.manifest import load_manifest
-from pipeline.pairs import PairSpec
+import pipeline.data.frames as frames_module
+from pipeline.data.frames import load_frame
+from pipeline.data.manifest import load_manifest
+from pipeline.data.views import AugmentSpec
+from pipeline.pretrain.augment import make_views
+from pipeline.pretrain.loader import PairDataset
+from pipeline.pretrain.pairs import PairSpec
 
 SMALL = AugmentSpec(size=32)
 
@@ -80,13 +82,13 @@ def test_new_epoch_new_pairs(decoded_sample):
 
 def test_only_the_sampled_frames_are_read(decoded_sample, monkeypatch):
     reads = []
-    original = loader_module.read_member
+    original = frames_module.read_member
 
     def counting(path, offset, size):
         reads.append((path, offset))
         return original(path, offset, size)
 
-    monkeypatch.setattr(loader_module, "read_member", counting)
+    monkeypatch.setattr(frames_module, "read_member", counting)
     data = dataset(decoded_sample)
     list(data)
     per_video = {}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.losses import (
+from pipeline.pretrain.losses import (
     UNLABELLED,
     hico_contrastive,
     labelled_cross_entropy,

@@ -13,18 +13,19 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config import MetaConfig, TrainConfig
-from pipeline.losses import nt_xent
-from pipeline.manifest import load_manifest
-from pipeline.methods import MethodConfig, build_method
-from pipeline.methods.meta_uscl import CMWNet, MetaUSCL
-from pipeline.models import ProjectionHead
-from pipeline.train import pretrain
+from pipeline.data.manifest import load_manifest
+from pipeline.pretrain.engine import pretrain
+from pipeline.pretrain.heads import ProjectionHead
+from pipeline.pretrain.losses import nt_xent
+from pipeline.pretrain.methods import build_method
+from pipeline.pretrain.methods.meta_uscl import CMWNet, MetaUSCL
 
 
 def tiny(preset: str, **meta) -> MetaUSCL:
     """A Meta-USCL with an 8-feature conv backbone (with BatchNorm), in float64."""
     torch.manual_seed(0)
-    method = build_method("meta_uscl", MethodConfig(preset=preset, meta=MetaConfig(**meta)))
+    method = build_method(TrainConfig(method="meta_uscl", preset=preset,
+                                      meta=MetaConfig(**meta)))
     method.backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
                                     nn.AdaptiveAvgPool2d(1), nn.Flatten())
     method.projection = ProjectionHead(8, 4)
@@ -42,7 +43,7 @@ def pairs(seed: int, count: int = 6) -> dict[str, torch.Tensor]:
 
 
 def main_optimiser(method: MetaUSCL) -> torch.optim.SGD:
-    return method.configure_optimiser(TrainConfig(method="meta_uscl"))[0]
+    return method.configure_optimiser()[0]
 
 
 def meta_loss_and_gradient(method: MetaUSCL, batch, optimiser):
@@ -149,24 +150,24 @@ def test_the_weight_net_learns_and_its_optimiser_travels_in_the_state_dict():
 
 def test_presets_and_meta_sets():
     train, held_out = [f"t{i}" for i in range(40)], [f"h{i}" for i in range(10)]
-    config = TrainConfig(method="meta_uscl", seed=3)
-    paper = build_method("meta_uscl", MethodConfig(preset="paper"))
-    videos, spec = paper.meta_set(train, held_out, config)
+    config = TrainConfig(method="meta_uscl", seed=3, image_size=64)
+    paper = build_method(replace(config, preset="paper"))
+    videos, spec = paper.meta_set(train, held_out)
     assert videos == sorted(held_out) and spec.mode == "ppi" and spec.chronological
-    assert not paper.normalise and not paper.virtual_momentum
-    code = build_method("meta_uscl", MethodConfig(preset="code"))
-    videos, spec = code.meta_set(train, held_out, config)
+    assert not paper.divide_by_weight_sum and not paper.virtual_momentum
+    code = build_method(replace(config, preset="code"))
+    videos, spec = code.meta_set(train, held_out)
     assert len(videos) == 10 and spec.mode == "first_frame" and set(videos) & set(train)
-    assert code.normalise and code.virtual_momentum
-    assert code.meta_set(train, held_out, config)[0] == videos, "seeded"
+    assert code.divide_by_weight_sum and code.virtual_momentum
+    assert code.meta_set(train, held_out)[0] == videos, "seeded"
     with pytest.raises(ValueError, match="needs held-out videos"):
-        paper.meta_set(train, [], config)
-    pair, mix_first = code.pair_spec(config)
+        paper.meta_set(train, [])
+    pair, mix_first = code.pair_spec()
     assert (pair.alpha, pair.beta, pair.chronological, mix_first) == (3.0, 5.0, True, True)
-    views = code.augment_spec(replace(config, image_size=64))
+    views = code.augment_spec()
     assert (views.size, views.crop_scale, views.mean) == (64, (0.7, 1.0), (0.18,) * 3)
     assert views.jitter == pytest.approx((0.64, 0.64, 0.64, 0.16))
-    simclr = build_method("meta_simclr", MethodConfig())
+    simclr = build_method(TrainConfig(method="meta_simclr"))
     assert simclr.frame_level and simclr.pair_mode == "same_frame"
 
 
@@ -178,13 +179,13 @@ def test_paper_meta_set_never_holds_a_training_video(decoded_sample, tmp_path):
                          batch_size=3, workers=0, meta=MetaConfig(batch_size=2))
     card, method = pretrain(manifest, train, config, tmp_path / "paper", progress=False,
                             held_out=held_out)
-    assert card["meta_set"] == {"videos": 2, "pairs": "ppi", "training_videos_in_it": 0}
-    assert all(math.isfinite(v) for v in card["final_losses"].values())
-    assert "meta" in card["final_losses"]
+    assert card.meta_set == {"videos": 2, "pairs": "ppi", "training_videos_in_it": 0}
+    assert all(math.isfinite(v) for v in card.final_losses.values())
+    assert "meta" in card.final_losses
     code = replace(config, preset="code")
     card, _ = pretrain(manifest, train, code, tmp_path / "code", progress=False,
                        held_out=held_out)
-    assert card["meta_set"]["pairs"] == "first_frame"  # labelled: it may hold train videos
+    assert card.meta_set["pairs"] == "first_frame"  # labelled: it may hold train videos
 
     # the trained CMW-Net's weights, as Meta-USCL Figs. 5 and 6 show them
     out = tmp_path / "weights"
@@ -204,9 +205,9 @@ def test_paper_meta_set_never_holds_a_training_video(decoded_sample, tmp_path):
 
 
 def test_meta_batches_come_from_the_meta_videos_only(decoded_sample):
-    from pipeline.augment import AugmentSpec
-    from pipeline.loader import PairDataset
-    from pipeline.pairs import PairSpec
+    from pipeline.data.views import AugmentSpec
+    from pipeline.pretrain.loader import PairDataset
+    from pipeline.pretrain.pairs import PairSpec
 
     manifest = load_manifest(decoded_sample)
     ids = manifest.videos["video_id"].sort_values().tolist()
@@ -228,7 +229,7 @@ def test_meta_batches_come_from_the_meta_videos_only(decoded_sample):
 def test_compiled_steps_match_eager_whatever_the_batch_size():
     """The engine compiles with static shapes: a dynamic graph's backward donates its buffers
     and cannot be differentiated twice, as the virtual and real steps do."""
-    from pipeline.train import compiled
+    from pipeline.pretrain.engine import compiled
 
     eager = tiny("paper")
     graph = copy.deepcopy(eager)

@@ -3,13 +3,16 @@
 import pytest
 import torch
 
-from pipeline.augment import AugmentSpec, make_views
-from pipeline.loader import PairDataset
-from pipeline.losses import UNLABELLED
-from pipeline.manifest import load_manifest
-from pipeline.methods import METHODS, MethodConfig, build_method, register
-from pipeline.methods.base import Method
-from pipeline.pairs import PairSpec
+from pipeline import config
+from pipeline.config import TrainConfig
+from pipeline.data.manifest import load_manifest
+from pipeline.data.views import AugmentSpec
+from pipeline.pretrain.augment import make_views
+from pipeline.pretrain.loader import PairDataset
+from pipeline.pretrain.losses import UNLABELLED
+from pipeline.pretrain.methods import METHODS, build_method, register
+from pipeline.pretrain.methods.base import Method
+from pipeline.pretrain.pairs import PairSpec
 
 TRAINING = ["uscl", "simclr", "supervised", "hico", "meta_uscl", "meta_simclr"]
 
@@ -30,12 +33,13 @@ def batch(decoded_sample):
 def test_registry():
     assert set(METHODS) == {"uscl", "simclr", "supervised", "hico", "scratch", "meta_uscl",
                             "meta_simclr"}
-    with pytest.raises(ValueError, match="unknown method 'byol'"):
-        build_method("byol", MethodConfig())
+    assert set(METHODS) == set(config.METHODS)  # params are validated against these names
+    with pytest.raises(ValueError, match="train.method: 'byol' is not one of uscl, hico"):
+        TrainConfig(method="byol")
     with pytest.raises(ValueError, match="registered twice"):
         register("uscl")(Method)
-    assert not build_method("scratch", MethodConfig()).trains
-    simclr = build_method("simclr", MethodConfig())
+    assert not build_method(TrainConfig(method="scratch")).trains
+    simclr = build_method(TrainConfig(method="simclr"))
     assert simclr.frame_level and simclr.pair_mode == "same_frame"
 
 
@@ -43,10 +47,10 @@ def test_registry():
 @pytest.mark.parametrize("name", TRAINING)
 def test_two_steps_give_finite_losses(name, preset, batch):
     torch.manual_seed(0)
-    method = build_method(name, MethodConfig(preset=preset))
+    method = build_method(TrainConfig(method=name, preset=preset))
     optimiser = torch.optim.Adam(method.parameters(), lr=1e-3)
     for _ in range(2):
-        terms = method.loss(batch)
+        terms = method.loss(method(batch), batch)
         assert all(torch.isfinite(value) for value in terms.values()), terms
         optimiser.zero_grad()
         terms["total"].backward()
@@ -56,11 +60,11 @@ def test_two_steps_give_finite_losses(name, preset, batch):
 @pytest.mark.parametrize("name", TRAINING)
 def test_loss_decreases_on_a_tiny_set(name, batch):
     torch.manual_seed(0)
-    method = build_method(name, MethodConfig())
+    method = build_method(TrainConfig(method=name))
     optimiser = torch.optim.Adam(method.parameters(), lr=1e-3)
     losses = []
     for _ in range(25):
-        total = method.loss(batch)["total"]
+        total = method.loss(method(batch), batch)["total"]
         optimiser.zero_grad()
         total.backward()
         optimiser.step()
@@ -71,16 +75,17 @@ def test_loss_decreases_on_a_tiny_set(name, batch):
 def test_batches_without_labels_give_a_zero_supervised_term(batch):
     unlabelled = {**batch, "label": torch.full_like(batch["label"], UNLABELLED)}
     for name in ("uscl", "hico"):
-        terms = build_method(name, MethodConfig()).loss(unlabelled)
+        method = build_method(TrainConfig(method=name))
+        terms = method.loss(method(unlabelled), unlabelled)
         assert terms["supervised"].item() == 0 and torch.isfinite(terms["total"])
 
 
 def test_presets_wire_the_documented_variants():
-    uscl_code = build_method("uscl", MethodConfig(preset="code"))
-    uscl_paper = build_method("uscl", MethodConfig(preset="paper"))
+    uscl_code = build_method(TrainConfig(method="uscl", preset="code"))
+    uscl_paper = build_method(TrainConfig(method="uscl", preset="paper"))
     assert uscl_code.classifier.in_features == 256 and uscl_paper.classifier.in_features == 512
-    hico_code = build_method("hico", MethodConfig(preset="code"))
-    hico_paper = build_method("hico", MethodConfig(preset="paper"))
+    hico_code = build_method(TrainConfig(method="hico", preset="code"))
+    hico_paper = build_method(TrainConfig(method="hico", preset="paper"))
     assert hico_code.levels["medium"] == "P3" and hico_paper.levels["medium"] == "P4"
     has_bn = lambda m: any(isinstance(x, torch.nn.BatchNorm2d) for x in m.fpn.lateral.modules())  # noqa: E731
     assert not has_bn(hico_code) and has_bn(hico_paper)

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from pipeline.metrics import (
+from pipeline.evaluate.metrics import (
     binary_auc,
     confusion_matrix,
     macro_auc,

@@ -3,15 +3,13 @@
 import pytest
 import torch
 
-from pipeline.models import (
+from pipeline.backbones import (
     BACKBONES,
-    PooledLevelHead,
-    ProjectionHead,
-    ResNetFPN,
     build_backbone,
     imagenet_weights_path,
     torchvision_state_dict,
 )
+from pipeline.pretrain.heads import PooledLevelHead, ProjectionHead, ResNetFPN
 from pipeline.tv_compat import torchvision
 
 

@@ -5,7 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipeline.pairs import PairSpec, plan_pair, video_batches
+from pipeline.pretrain.pairs import PairSpec, plan_pair, video_batches
 
 
 def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:

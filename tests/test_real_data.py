@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from pipeline.config import DecodeConfig
-from pipeline.ingest import ingest
+from pipeline.data.ingest import ingest
+from pipeline.data.manifest import load_manifest
+from pipeline.data.sampling import ffmpeg_fps_frame_count, kept_indices
+from pipeline.data.splits import split_table
 from pipeline.inspection import verify
-from pipeline.manifest import load_manifest
-from pipeline.sampling import ffmpeg_fps_frame_count, kept_indices
-from pipeline.splits import split_table
 from tests.conftest import shared_dataset
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from pipeline.atomic import write_json
 from pipeline.cli import app
-from pipeline.evaluation import draw_figures, evaluate, plot_tables
+from pipeline.evaluate.evaluation import draw_figures, evaluate, plot_tables
 
 CLASSES = ["covid", "pneumonia", "regular"]
 

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.representation import grad_cam, grad_cam_figure, tsne_figure
+from pipeline.evaluate.representation import grad_cam, grad_cam_figure, tsne_figure
 
 
 class Tiny(nn.Module):

@@ -5,7 +5,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from pipeline.sampling import SlotSampler, ffmpeg_fps_frame_count, kept_indices
+from pipeline.data.sampling import SlotSampler, ffmpeg_fps_frame_count, kept_indices
 
 
 def uniform(fps: int, count: int, start: Fraction = Fraction(0)) -> list[Fraction]:

@@ -12,8 +12,8 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from pipeline.shards import read_member, write_video_shard
-from pipeline.video import SampledFrame
+from pipeline.data.shards import read_member, write_video_shard
+from pipeline.data.video import SampledFrame
 
 VIDEO = "convex__Cov-Atlas_44_gif-c7fea090"
 

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from pipeline.sources import discover, list_video_files, read_labels, video_id
+from pipeline.data.sources import discover, list_video_files, read_labels, video_id
 
 NAMES = ["convex/Cov-Atlas+(44).gif", "convex/Cov-Atlas (44).gif", "convex/Cov.Atlas.44.gif",
          "linear/label_uncertain/Vir_or_Pneu prospective file4.mp4", "ü/ñame.mov",

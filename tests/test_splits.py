@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.splits import assign_parts, k_folds, split_table, train_val_split
+from pipeline.data.splits import assign_parts, k_folds, split_table, train_val_split
 
 
 def table(seed: int = 0, videos: int = 120, groups: int = 40, labelled: bool = True):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.synthetic import CLASSES, FRAME_RATES, clip_specs, render_frames, write_dataset
+from pipeline.data.synthetic import CLASSES, FRAME_RATES, clip_specs, render_frames, write_dataset
 from tests.conftest import SHARED_DATA
 
 

@@ -13,16 +13,16 @@ import pytest
 import torch
 
 from pipeline.config import TrainConfig
-from pipeline.manifest import load_manifest
-from pipeline.methods import MethodConfig, build_method
-from pipeline.schedules import constant_then_cosine, warmup_then_cosine
-from pipeline.train import (
+from pipeline.data.manifest import load_manifest
+from pipeline.pretrain.engine import (
     BACKBONE,
     CARD,
     CHECKPOINT,
     label_indices,
     pretrain,
 )
+from pipeline.pretrain.methods import build_method
+from pipeline.pretrain.schedules import constant_then_cosine, warmup_then_cosine
 from pipeline.tv_compat import torchvision
 
 TINY = TrainConfig(epochs=3, image_size=32, batch_size=4, workers=0, constant_epochs=1)
@@ -42,22 +42,24 @@ def test_export_loads_into_torchvision_and_card_says_what_ran(decoded_sample, tm
     saved = json.loads((tmp_path / CARD).read_text())
     assert saved == json.loads(json.dumps(card))
     assert saved["epochs"] == 3 and saved["train_videos"] == 8
-    assert saved["normalise"] == {"mean": [0.5] * 3, "std": [0.25] * 3}  # for fine-tuning
+    assert saved["normalisation"] == {"mean": [0.5] * 3, "std": [0.25] * 3}  # for fine-tuning
     assert {"contrastive", "supervised", "total", "lr"} <= set(saved["final_losses"])
     metrics = (tmp_path / "dvclive" / "plots" / "metrics" / "train" / "total.tsv").read_text()
     assert len(metrics.strip().splitlines()) == 1 + 3
 
 
 def test_pair_spec_follows_preset_and_method():
-    uscl, simclr = (build_method(name, MethodConfig()) for name in ("uscl", "simclr"))
-    code, mix_first = uscl.pair_spec(TrainConfig(preset="code"))
+    def spec(**values):
+        return build_method(TrainConfig(**values)).pair_spec()
+
+    code, mix_first = spec(preset="code")
     assert code.mode == "ppi" and code.shared_weight and not code.chronological and not mix_first
-    paper, mix_first = uscl.pair_spec(TrainConfig(preset="paper"))
+    paper, mix_first = spec(preset="paper")
     assert paper.chronological and not paper.shared_weight and mix_first
     assert (code.alpha, code.beta) == (0.5, 0.5)
-    assert uscl.pair_spec(TrainConfig(pair_mode="two_frames"))[0].mode == "two_frames"
-    assert uscl.pair_spec(TrainConfig(mix_alpha=2.0))[0].alpha == 2.0
-    assert simclr.pair_spec(TrainConfig(pair_mode="ppi"))[0].mode == "same_frame"
+    assert spec(pair_mode="two_frames")[0].mode == "two_frames"
+    assert spec(mix_alpha=2.0)[0].alpha == 2.0
+    assert spec(method="simclr", pair_mode="ppi")[0].mode == "same_frame"
 
 
 def test_frame_level_negatives_train(decoded_sample, tmp_path):
@@ -65,8 +67,8 @@ def test_frame_level_negatives_train(decoded_sample, tmp_path):
     config = replace(TINY, epochs=1, negatives="frames")
     card, _ = pretrain(load_manifest(decoded_sample), train_videos(decoded_sample), config,
                        tmp_path, progress=False)
-    assert card["params"]["negatives"] == "frames"
-    assert all(torch.isfinite(torch.tensor(v)) for v in card["final_losses"].values())
+    assert card.params["negatives"] == "frames"
+    assert all(torch.isfinite(torch.tensor(v)) for v in card.final_losses.values())
 
 
 def test_scratch_exports_the_seeded_initialisation(decoded_sample, tmp_path):
@@ -109,8 +111,8 @@ import sys
 from pathlib import Path
 from dataclasses import replace
 from pipeline.config import TrainConfig
-from pipeline.manifest import load_manifest
-from pipeline.train import pretrain
+from pipeline.data.manifest import load_manifest
+from pipeline.pretrain.engine import pretrain
 manifest = load_manifest(Path(sys.argv[1]))
 config = TrainConfig(epochs=4, image_size=32, batch_size=4, workers=0, constant_epochs=1)
 pretrain(manifest, manifest.videos, config, Path(sys.argv[2]), progress=False)
@@ -147,15 +149,15 @@ def test_a_checkpoint_of_other_params_is_not_resumed(decoded_sample, tmp_path):
     pretrain(manifest, videos, replace(TINY, epochs=1), tmp_path, progress=False)
     card, _ = pretrain(manifest, videos, replace(TINY, epochs=1, method="hico"), tmp_path,
                        progress=False)
-    assert card["method"] == "hico" and "contrastive_local" in card["final_losses"]
+    assert card.method == "hico" and "contrastive_local" in card.final_losses
 
 
 DDP_SCRIPT = """
 import sys, torch
 from pathlib import Path
 from pipeline.config import TrainConfig
-from pipeline.manifest import load_manifest
-from pipeline.train import pretrain
+from pipeline.data.manifest import load_manifest
+from pipeline.pretrain.engine import pretrain
 manifest = load_manifest(Path(sys.argv[1]))
 config = TrainConfig(method=sys.argv[3], epochs=2, image_size=32, batch_size=2, workers=0,
                      constant_epochs=1)

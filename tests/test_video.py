@@ -7,8 +7,8 @@ import av
 import pytest
 from PIL import Image
 
-from pipeline.synthetic import FORMATS, ClipSpec, write_clip
-from pipeline.video import DecodeError, VideoDecoder, scaled_size
+from pipeline.data.synthetic import FORMATS, ClipSpec, write_clip
+from pipeline.data.video import DecodeError, VideoDecoder, scaled_size
 
 
 def make_clip(folder: Path, fmt_index: int, fps: int, seconds: float,

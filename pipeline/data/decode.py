@@ -1,0 +1,190 @@
+"""One video -> one shard + its manifest rows: the decode stage's unit of work.
+
+:func:`decode_video` is a pure function of one source file and the decode params (plus the
+output folder), so it runs in a process pool here and could run on a cluster node elsewhere.
+Its result is also saved as a receipt next to the shard: the cache that makes the stage
+incremental and resumable. This module imports neither pandas nor pyarrow, to keep worker
+start-up cheap.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import PIL
+
+from pipeline.atomic import write_json
+from pipeline.config import DecodeConfig
+from pipeline.data import sampling, shards, video
+from pipeline.data.shards import write_video_shard
+from pipeline.data.video import DecodeError, VideoDecoder
+
+SHARDS_DIR = "shards"
+RECEIPT_SUFFIX = ".receipt.json"
+TRUNCATED_FRACTION = 0.9  # decoded span below this share of the declared duration = truncated
+
+
+@dataclass(frozen=True)
+class DecodeTask:
+    """Everything :func:`decode_video` needs; picklable."""
+
+    source: Path
+    relative_path: str
+    video_id: str
+    content_sha256: str
+    shard_dir: Path
+    config: DecodeConfig
+
+    @property
+    def cache_key(self) -> str:
+        return cache_key(self.content_sha256, self.config)
+
+
+@dataclass
+class VideoResult:
+    """The manifest rows of one video (labels are joined when the manifest is written)."""
+
+    video: dict[str, object]
+    frames: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.video["status"] == "ok"
+
+
+def behaviour_digest(source: str) -> str:
+    """Digest of a module's code as Python sees it: its syntax tree without docstrings and
+    import statements, so a comment, a docstring or a module moving to another package does
+    not invalidate a cache, while any change to what the code does (including which names it
+    imports) does."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list):
+            node.body = [statement for statement in body
+                         if not isinstance(statement, (ast.Import, ast.ImportFrom))
+                         and not (isinstance(statement, ast.Expr)
+                                  and isinstance(statement.value, ast.Constant)
+                                  and isinstance(statement.value.value, str))]
+    imported = sorted(alias.asname or alias.name for node in ast.walk(ast.parse(source))
+                      if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names)
+    return hashlib.sha256((ast.dump(tree) + repr(imported)).encode()).hexdigest()
+
+
+def _decoder_fingerprint() -> str:
+    """Digest of the code and libraries that shape a shard: the decode path's code
+    (:func:`behaviour_digest`) and the PyAV/FFmpeg and Pillow versions. Any change to them
+    invalidates every receipt."""
+    modules = (sampling, shards, sys.modules[__name__], video)
+    digest = hashlib.sha256(f"av {av.__version__} pillow {PIL.__version__}".encode())
+    for module in modules:
+        digest.update(behaviour_digest(Path(module.__file__).read_text(encoding="utf-8"))
+                      .encode())
+    return digest.hexdigest()
+
+
+DECODER_FINGERPRINT = _decoder_fingerprint()
+
+
+def cache_key(content_sha256: str, config: DecodeConfig) -> str:
+    """What a receipt must match to be reused: source content, params, decoder code."""
+    payload = json.dumps({"sha256": content_sha256, "decode": config.cache_fields(),
+                          "decoder": DECODER_FINGERPRINT}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def video_row(task: DecodeTask, **values: object) -> dict[str, object]:
+    """The task's ``videos.parquet`` row (labels excluded), updated with ``values``."""
+    row: dict[str, object] = dict(
+        video_id=task.video_id, source_path=task.relative_path,
+        content_sha256=task.content_sha256, size_bytes=task.source.stat().st_size, error=None)
+    row.update(values)
+    return row
+
+
+def decode_video(task: DecodeTask) -> VideoResult:
+    """Decode one video into ``<shard_dir>/<video_id>.tar`` and return its manifest rows.
+
+    Never raises for a bad video: the status/error columns say what went wrong, and no shard is
+    left for it. The receipt (rows + cache key) is written last, atomically.
+    """
+    shard = task.shard_dir / f"{task.video_id}.tar"
+    config = task.config
+    stream_info: dict[str, object] = {}
+    try:
+        with VideoDecoder(task.source) as decoder:
+            info = decoder.info
+            stream_info = dict(
+                container=info.container, codec=info.codec, width=info.width,
+                height=info.height, fps=info.nominal_fps,
+                duration_s=info.stream_duration_s or info.container_duration_s)
+            records = write_video_shard(
+                shard, task.video_id,
+                decoder.sample(config.rate, config.max_frames, config.short_side,
+                               config.skip_nonref),
+                config.jpeg_quality)
+            stream_info.update(frames=decoder.frames, decoded_frames=decoder.decoded_frames,
+                               kept_frames=len(records))
+            if not config.max_frames or len(records) < config.max_frames:  # decoded to the end
+                stream_info["duration_s"] = _decoded_duration(decoder)
+                _check_not_truncated(stream_info["duration_s"], info.stream_duration_s)
+        if len(records) < config.min_frames:
+            raise DecodeError("too_short", f"kept {len(records)} frame(s) at {config.rate:g} fps, "
+                                           f"fewer than decode.min_frames={config.min_frames}")
+        shard_name = f"{SHARDS_DIR}/{shard.name}"
+        result = VideoResult(
+            video_row(task, **stream_info, status="ok", shard=shard_name),
+            [dict(asdict(record), shard=shard_name) for record in records])
+    except Exception as error:  # noqa: BLE001 - one bad video must never stop the others
+        shard.unlink(missing_ok=True)
+        expected = isinstance(error, DecodeError)
+        status = error.status if expected else "error"
+        message = str(error) if expected else f"{type(error).__name__}: {error}"
+        for count in ("frames", "decoded_frames", "kept_frames"):
+            stream_info.pop(count, None)
+        result = VideoResult(video_row(task, **stream_info, status=status, error=message))
+    if result.video["status"] != "error":  # an unexpected error (e.g. disk full): retry next run
+        write_json(task.shard_dir / f"{task.video_id}{RECEIPT_SUFFIX}",
+                   {"cache_key": task.cache_key, "video": result.video, "frames": result.frames})
+    return result
+
+
+def _decoded_duration(decoder: VideoDecoder) -> float | None:
+    """Time of the last decoded frame plus one nominal frame interval."""
+    if decoder.last_timestamp is None:
+        return None
+    fps = decoder.info.nominal_fps
+    return float(decoder.last_timestamp + (Fraction(1) / Fraction(fps) if fps else 0))
+
+
+def _check_not_truncated(decoded_s: float | None, declared_s: float | None) -> None:
+    """A stream that ends, without an error, well before its declared duration was cut short."""
+    if decoded_s is not None and declared_s and decoded_s < TRUNCATED_FRACTION * declared_s:
+        raise DecodeError("truncated", f"decoded {decoded_s:.2f} s of the {declared_s:.2f} s "
+                                       "the stream header declares: file cut short?")
+
+
+def load_receipt(task: DecodeTask) -> VideoResult | None:
+    """The receipt's rows if it matches the task's cache key and its shard is intact."""
+    receipt = task.shard_dir / f"{task.video_id}{RECEIPT_SUFFIX}"
+    if not receipt.is_file():
+        return None
+    try:
+        saved = json.loads(receipt.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if saved.get("cache_key") != task.cache_key:
+        return None
+    result = VideoResult(saved["video"], saved["frames"])
+    if result.ok and not (task.shard_dir.parent / str(result.video["shard"])).is_file():
+        return None
+    return result
+
+

@@ -1,0 +1,160 @@
+"""The decode stage: a folder of videos -> per-video shards + ``videos.parquet``/``frames.parquet``.
+
+Each video is an independent task (:func:`pipeline.data.decode.decode_video`: one source file +
+params -> one shard + its manifest rows, saved as a receipt next to the shard), so the work
+maps onto a process pool here and onto a cluster later. Receipts make the stage incremental and
+resumable: a video is decoded again only if its content hash or the decode params changed, a
+killed run keeps every video it finished, and shards of removed videos are deleted. A bad video
+gets a status and an error message; it never stops the others.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from pipeline.atomic import remove_stale_temporaries
+from pipeline.config import DecodeConfig
+from pipeline.data.decode import (
+    RECEIPT_SUFFIX,
+    SHARDS_DIR,
+    DecodeTask,
+    VideoResult,
+    decode_video,
+    load_receipt,
+    video_row,
+)
+from pipeline.data.manifest import (
+    FRAME_SCHEMA,
+    FRAMES_FILE,
+    VIDEO_SCHEMA,
+    VIDEOS_FILE,
+    write_table,
+)
+from pipeline.data.sources import LABEL_COLUMNS, SourceVideo, discover, file_sha256, video_id
+
+
+@dataclass
+class IngestSummary:
+    """What one run of the decode stage did."""
+
+    results: list[VideoResult]
+    decoded: int
+    reused: int
+    removed: int
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(str(result.video["status"]) for result in self.results)
+
+    @property
+    def failures(self) -> list[VideoResult]:
+        return [result for result in self.results if not result.ok]
+
+    def as_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([result.video for result in self.results])
+
+
+def _remove_stale(shard_dir: Path, keep_ids: set[str]) -> int:
+    """Delete temporaries of killed runs and the shards/receipts of videos no longer present."""
+    removed = remove_stale_temporaries(shard_dir)
+    for path in shard_dir.iterdir():
+        stem = path.name.removesuffix(RECEIPT_SUFFIX).removesuffix(".tar")
+        if stem not in keep_ids and (path.suffix == ".tar" or path.name.endswith(RECEIPT_SUFFIX)):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def _run_tasks(tasks: list[DecodeTask], workers: int, progress: bool) -> list[VideoResult]:
+    """Run the tasks in a pool of ``workers`` processes (in-process for one worker).
+
+    Workers are forked: they start instantly with everything already imported (spawn or a
+    forkserver would re-import the calling script in every worker: +0.7 s here), and callers
+    need no ``__main__`` guard. They are forked on the first submit, before the progress bar
+    starts its monitor thread, so no lock is inherited mid-use. If a worker dies (a crash
+    inside FFmpeg on a corrupt file), the pool is lost: the unfinished tasks are then rerun one
+    process each, so only the video that crashes fails.
+    """
+    results: list[VideoResult] = []
+    if workers == 1 or len(tasks) <= 1:
+        with tqdm(total=len(tasks), desc="decode", unit="video", disable=not progress) as bar:
+            for task in tasks:
+                results.append(decode_video(task))
+                bar.update()
+        return results
+    unfinished = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+        futures = {pool.submit(decode_video, task): task for task in tasks}
+        with tqdm(total=len(tasks), desc="decode", unit="video", disable=not progress) as bar:
+            for future in as_completed(futures):
+                try:
+                    results.append(future.result())
+                    bar.update()
+                except BrokenProcessPool:
+                    unfinished.append(futures[future])
+    # Forked only now that the pool's and the bar's threads are gone.
+    results += [_run_isolated(task) for task in unfinished]
+    return results
+
+
+def _run_isolated(task: DecodeTask) -> VideoResult:
+    """One task in a process of its own: a crash there fails this video only."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork")) as pool:
+        try:
+            return pool.submit(decode_video, task).result()
+        except BrokenProcessPool:
+            return VideoResult(video_row(task, status="crashed", error=(
+                "the decoding process died on this video (a crash inside FFmpeg?)")))
+
+
+def ingest(videos_dir: Path, labels_csv: Path | None, out_dir: Path, config: DecodeConfig,
+           progress: bool = True) -> IngestSummary:
+    """Decode every video under ``videos_dir`` into ``out_dir`` (shards + Parquet manifests).
+
+    Rows of labels.csv that name no file get status ``missing``.
+    """
+    computed = frozenset(VIDEO_SCHEMA.names) - LABEL_COLUMNS
+    sources, missing = discover(Path(videos_dir), labels_csv, reserved=computed)
+    shard_dir = Path(out_dir) / SHARDS_DIR
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(Path(out_dir))
+    removed = _remove_stale(shard_dir, {source.video_id for source in sources})
+    tasks = [_task(source, shard_dir, config) for source in sources]
+    cached = {task.video_id: load_receipt(task) for task in tasks}
+    # Largest files first: the pool's last tasks are short, so no worker idles at the end.
+    todo = sorted((task for task in tasks if cached[task.video_id] is None),
+                  key=lambda task: task.source.stat().st_size, reverse=True)
+    fresh = {result.video["video_id"]: result
+             for result in _run_tasks(todo, config.workers, progress)}
+    results = [cached[task.video_id] or fresh[task.video_id] for task in tasks]
+    results += [VideoResult({"video_id": video_id(path), "source_path": path, "status": "missing",
+                             "error": "listed in labels.csv but no such file"})
+                for path in missing]
+    labels = {source.video_id: source.labels for source in sources}
+    labels.update({video_id(path): row for path, row in missing.items()})
+    rows = [{**result.video, **_clean_labels(labels[result.video["video_id"]])}
+            for result in results]
+    write_table(rows, VIDEO_SCHEMA, Path(out_dir) / VIDEOS_FILE)
+    write_table([frame for result in results for frame in result.frames], FRAME_SCHEMA,
+                Path(out_dir) / FRAMES_FILE)
+    return IngestSummary(results, decoded=len(todo), reused=len(tasks) - len(todo),
+                         removed=removed)
+
+
+def _clean_labels(labels: dict[str, object]) -> dict[str, object]:
+    """labels.csv values as manifest columns: empty cells become nulls."""
+    return {name: (None if value in ("", None) else str(value)) for name, value in labels.items()}
+
+
+def _task(source: SourceVideo, shard_dir: Path, config: DecodeConfig) -> DecodeTask:
+    return DecodeTask(source=source.path, relative_path=source.relative_path,
+                      video_id=source.video_id, content_sha256=file_sha256(source.path),
+                      shard_dir=shard_dir, config=config)

@@ -1,0 +1,113 @@
+"""One comparison table across experiments (the papers' Table 3 layout), Markdown and HTML.
+
+A run is a folder holding an evaluate stage's output: ``metrics.json``, ``card.json`` (the
+pretraining card) and ``figures/*.png`` (e.g. ``results/`` copied per experiment). The table
+gives the honest last-epoch numbers, per-run mean ± std, and the papers' best-test-epoch
+accuracy in a column labelled optimistic. The HTML embeds the figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.card import RunCard
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    folder: Path
+    metrics: dict
+    card: RunCard
+
+    @classmethod
+    def load(cls, folder: Path) -> Run:
+        folder = Path(folder)
+        for required in ("metrics.json", "card.json"):
+            if not (folder / required).is_file():
+                raise FileNotFoundError(f"{folder}: no {required} (not an evaluate output)")
+        metrics = json.loads((folder / "metrics.json").read_text())
+        card = RunCard.load(folder / "card.json")
+        return cls(folder.name, folder, metrics, card)
+
+    @property
+    def figures(self) -> list[Path]:
+        return [*sorted((self.folder / "figures").glob("*.png")),
+                *sorted((self.folder / "representation").glob("*.png"))]
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _row(run: Run, classes: list[str]) -> list[str]:
+    headline, optimistic = run.metrics["last_epoch"], run.metrics["best_epoch_optimistic"]
+    pooled, per_run = headline["pooled"], headline["per_run"]
+    recalls = [_percent(pooled["per_class"][name]["recall"]) for name in classes]
+    return [run.name, run.card.title, str(run.card.epochs), *recalls,
+            _percent(pooled["accuracy"]),
+            f"{_percent(per_run['accuracy']['mean'])} ± {_percent(per_run['accuracy']['std'])}",
+            _percent(pooled["macro_f1"]), f"{pooled['macro_auc']:.3f}",
+            _percent(optimistic["pooled"]["accuracy"])]
+
+
+def table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows; the class columns come from the first run."""
+    if not runs:
+        raise ValueError("no runs to report")
+    classes = list(runs[0].metrics["last_epoch"]["pooled"]["per_class"])
+    header = ["run", "method (preset)", "pretrain epochs", *[f"{name} recall" for name in classes],
+              "accuracy", "accuracy per fold (mean ± std)", "macro F1", "macro AUC",
+              "accuracy, best test epoch (optimistic)"]
+    return header, [_row(run, classes) for run in runs]
+
+
+def _protocol(runs: list[Run]) -> str:
+    protocol = runs[0].metrics.get("protocol", {}).get("finetune", {})
+    described = ", ".join(f"{key} {value}" for key, value in protocol.items())
+    return ("Frame-level metrics from the confusion matrix pooled over all folds (per-class "
+            "columns are recall, the papers' per-class \"accuracy\"); model after the last "
+            "fine-tuning epoch. The last column selects, per fold, the epoch with the best "
+            "test-fold accuracy, as the papers do: it uses test information and is "
+            f"optimistic. Fine-tuning: {described}.")
+
+
+def markdown(runs: list[Run], title: str = "Method comparison",
+             base: Path = Path(".")) -> str:
+    """The report as Markdown; figure links are relative to ``base`` (the report's folder)."""
+    header, rows = table(runs)
+    lines = [f"# {title}", "", _protocol(runs), "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    for run in runs:
+        if run.figures:
+            lines += ["", f"## {run.name}", ""]
+            lines += [f"![{figure.stem}]({Path(os.path.relpath(figure, base)).as_posix()})"
+                      for figure in run.figures]
+    return "\n".join(lines) + "\n"
+
+
+def html_page(runs: list[Run], title: str = "Method comparison") -> str:
+    """The report as one self-contained HTML page (figures embedded as data URIs)."""
+    header, rows = table(runs)
+    cells = "".join(f"<th>{html.escape(name)}</th>" for name in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row)
+                   + "</tr>" for row in rows)
+    figures = []
+    for run in runs:
+        images = "".join(
+            f'<img alt="{html.escape(figure.stem)}" src="data:image/png;base64,'
+            f'{base64.b64encode(figure.read_bytes()).decode()}">' for figure in run.figures)
+        if images:
+            figures.append(f"<h2>{html.escape(run.name)}</h2><div>{images}</div>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            "</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
+            "collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+            "img{height:300px;margin:4px}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1><p>{html.escape(_protocol(runs))}</p>"
+            f"<table><tr>{cells}</tr>{body}</table>{''.join(figures)}</body></html>\n")

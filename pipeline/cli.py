@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.atomic import write_text
@@ -160,13 +161,44 @@ def report(runs: Annotated[list[Path], typer.Argument(
     """One comparison table across experiments (Markdown + HTML with figures embedded)."""
     try:
         loaded = [Run.load(folder) for folder in runs]
-    except (FileNotFoundError, KeyError, json.JSONDecodeError) as error:
+    except (FileNotFoundError, KeyError, ValueError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
     write_text(output.with_suffix(".md"), markdown(loaded, title, output.parent))
     write_text(output.with_suffix(".html"), html_page(loaded, title))
     console.print(f"wrote {output.with_suffix('.md')} and {output.with_suffix('.html')} "
                   f"({len(loaded)} runs)")
+
+
+@app.command(name="compare")
+def compare_command(
+        run_a: Annotated[Path, typer.Argument(help="Output folder of run A (finetune or probe).")],
+        run_b: Annotated[Path, typer.Argument(help="Output folder of run B, same folds.")],
+        protocol: Annotated[str, typer.Option(help="finetune | linear | knn")] = "finetune",
+        level: Annotated[str, typer.Option(help="video | frame")] = "video",
+        resamples: int = 2000, seed: int = 0, as_json: JsonOption = False) -> None:
+    """A minus B: accuracy, macro F1 and AUC with a paired bootstrap 95 % CI over patients."""
+    from pipeline.evaluate.compare import compare, load_predictions
+
+    try:
+        (a, classes), (b, other) = (load_predictions(run, protocol) for run in (run_a, run_b))
+        if classes != other:
+            raise ValueError(f"different classes: {classes} and {other}")
+        differences = compare(a, b, classes, level, resamples, seed)
+    except (FileNotFoundError, ValueError) as error:
+        console.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from error
+    if as_json:
+        _print_json([{**vars(d), "supported": d.supported} for d in differences])
+        return
+    table = Table(title=f"{escape(str(run_a))} - {escape(str(run_b))} ({protocol}, {level} "
+                        f"level, 95 % CI over {a['group'].nunique()} groups)")
+    for column in ("metric", "A", "B", "A - B", "95 % CI", "supported"):
+        table.add_column(column)
+    for d in differences:
+        table.add_row(d.metric, f"{d.a:.3f}", f"{d.b:.3f}", f"{d.difference:+.3f}",
+                      f"[{d.low:+.3f}, {d.high:+.3f}]", "yes" if d.supported else "no")
+    console.print(table)
 
 
 @app.command(name="pair-weights")

@@ -18,7 +18,20 @@ T = TypeVar("T")
 # The choices params.yaml may name. Kept here, not read from the registries, so params are
 # validated before torch is imported; tests check they equal the registries.
 METHODS = ("uscl", "hico", "simclr", "supervised", "scratch", "meta_uscl", "meta_simclr")
-PRESETS = ("code", "paper")
+PRESETS = ("code", "paper", "proto")
+LR_SCHEDULES = ("constant_then_cosine", "cosine_per_step")
+# What a null knob means per preset. ``proto`` is the one-file prototype's recipe (issue 11,
+# ``docs/methods.md`` §13): the paper's pair rule (time order, two weights, mixed before
+# augmenting), no supervised branch, a 128-d projection, jitter on 80 % of views, cosine per
+# step from the first step.
+PRESET_DEFAULTS = {
+    "code": {"supervised_weight": 0.2, "projection_dim": 256, "jitter_p": 1.0,
+             "lr_schedule": "constant_then_cosine"},
+    "paper": {"supervised_weight": 0.2, "projection_dim": 256, "jitter_p": 1.0,
+              "lr_schedule": "constant_then_cosine"},
+    "proto": {"supervised_weight": 0.0, "projection_dim": 128, "jitter_p": 0.8,
+              "lr_schedule": "cosine_per_step"},
+}
 BACKBONES = ("resnet18", "resnet34", "resnet50", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
              "shufflenet_v2_x1_5", "shufflenet_v2_x2_0")
 PAIR_MODES = ("ppi", "two_frames", "same_frame")
@@ -207,8 +220,10 @@ class TrainConfig:
     mix_alpha: float | None = None  # None: the method's (USCL 0.5, Meta-USCL code 3)
     mix_beta: float | None = None   # None: the method's (USCL 0.5, Meta-USCL code 5)
     temperature: float = 0.5
-    supervised_weight: float = 0.2
-    projection_dim: int = 256
+    supervised_weight: float | None = None  # None: per preset (PRESET_DEFAULTS)
+    projection_dim: int | None = None
+    jitter_p: float | None = None           # probability that a view is colour-jittered
+    lr_schedule: str | None = None
     views_on: str = "auto"
     amp: bool = True                   # bf16 autocast where the device runs bf16 fast
     channels_last: bool | None = None  # None: on when bf16 autocast is (pipeline.precision)
@@ -225,6 +240,12 @@ class TrainConfig:
                               ("backbone", BACKBONES), ("pair_mode", PAIR_MODES),
                               ("negatives", NEGATIVES), ("views_on", VIEWS_ON)):
             check_choice(f"train.{name}", getattr(self, name), choices)
+        for name, value in PRESET_DEFAULTS[self.preset].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if not 0 <= self.jitter_p <= 1:
+            raise ValueError(f"train.jitter_p must be in [0, 1], got {self.jitter_p}")
         if not 0 <= self.label_fraction <= 1:
             raise ValueError(f"train.label_fraction must be in [0, 1], got {self.label_fraction}")
         if self.epochs < 1 or self.batch_size < 2:
@@ -271,6 +292,7 @@ class FinetuneConfig:
     image_size: int = 64
     seeds: list[int] = field(default_factory=lambda: [0])
     workers: int = 2
+    amp: bool = True  # bf16 autocast (and channels_last) where the CPU runs bf16 fast
 
     RECIPES = {"tmi": (30, 128), "code": (100, 32)}
 
@@ -289,6 +311,28 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    """Frozen-feature protocols (``probe:``; ``docs/methods.md`` §8.6) on the downstream
+    videos and folds that fine-tuning uses (``finetune.classes``, ``probes``,
+    ``drop_uncertain``, ``image_size``).
+
+    ``c``: inverse L2 strength of the linear probe, as scikit-learn's ``C``; ``k`` and
+    ``knn_temperature``: the k-NN vote (null temperature: uniform votes).
+    """
+
+    protocols: list[str] = field(default_factory=lambda: ["linear", "knn"])
+    c: float = 1.0
+    k: int = 20
+    knn_temperature: float | None = 0.07
+
+    def __post_init__(self) -> None:
+        for protocol in self.protocols:
+            check_choice("probe.protocols", protocol, ("linear", "knn"))
+        if not self.protocols or self.c <= 0 or self.k < 1:
+            raise ValueError("probe needs a protocol, c > 0 and k >= 1")
+
+
+@dataclass(frozen=True)
 class Params:
     sample: SampleConfig = field(default_factory=SampleConfig)
     data: dict[str, DatasetConfig] = field(default_factory=dict)
@@ -296,6 +340,7 @@ class Params:
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.data:
@@ -305,7 +350,7 @@ class Params:
 
 
 SECTIONS = {"sample": SampleConfig, "decode": DecodeConfig, "split": SplitConfig,
-            "train": TrainConfig, "finetune": FinetuneConfig}
+            "train": TrainConfig, "finetune": FinetuneConfig, "probe": ProbeConfig}
 
 
 def parse_params(raw: dict[str, Any], where: str = "params.yaml") -> Params:

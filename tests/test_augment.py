@@ -47,6 +47,18 @@ def test_draws_stay_in_their_ranges():
     assert all(sorted(d.order) == [0, 1, 2, 3] for d in draws)
 
 
+def test_jitter_applies_with_its_probability_and_p_1_draws_as_before():
+    spec, sometimes = AugmentSpec(), AugmentSpec(jitter_p=0.8)
+    always = [draw_view(np.random.default_rng(i), spec) for i in range(400)]
+    assert all(draw.factors != (1.0, 1.0, 1.0, 0.0) for draw in always)
+    drawn = [draw_view(np.random.default_rng(i), sometimes) for i in range(400)]
+    plain = sum(draw.factors == (1.0, 1.0, 1.0, 0.0) for draw in drawn) / len(drawn)
+    assert 0.14 < plain < 0.26  # 1 - p = 0.2
+    # the geometry and the jitter factors, when applied, are the same draws
+    assert [d.box for d in drawn] == [d.box for d in always]
+    assert all(d.factors in (a.factors, (1.0, 1.0, 1.0, 0.0)) for d, a in zip(drawn, always, strict=True))
+
+
 def test_impossible_crop_scales_fall_back_to_the_central_crop():
     draw = draw_view(np.random.default_rng(0), AugmentSpec(crop_scale=(2.0, 3.0)))
     assert draw.box == (0.0, 0.0, 1.0, 1.0)

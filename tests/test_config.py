@@ -85,3 +85,31 @@ def test_the_choices_are_the_registries():
     from pipeline.backbones import BACKBONES
 
     assert tuple(BACKBONES) == config.BACKBONES
+
+
+def test_run_card_round_trips_and_reads_version_1(tmp_path):
+    from pipeline.card import CARD_VERSION, Normalisation, RunCard
+
+    card = RunCard(method="uscl", preset="code", backbone="resnet18", classes=["a", "b"],
+                   train_videos=3, labelled_videos=2, epochs=1, params={"method": "uscl"},
+                   data="1", normalisation=Normalisation((0.5,) * 3, (0.25,) * 3))
+    card.save(tmp_path / "card.json")
+    assert RunCard.load(tmp_path / "card.json") == card and card.version == CARD_VERSION
+    old = {key: value for key, value in card.to_dict().items() if key != "version"}
+    old["normalise"] = old.pop("normalisation")
+    assert RunCard.from_dict(old) == card
+    with pytest.raises(ValueError, match="newer than this uspipe reads"):
+        RunCard.from_dict({**card.to_dict(), "version": CARD_VERSION + 1})
+    with pytest.raises(ValueError, match=r"not a run card \(missing backbone"):
+        RunCard.from_dict({"method": "uscl"}, "x.json")
+
+
+def test_presets_fill_only_the_knobs_left_null():
+    proto = TrainConfig(preset="proto")
+    assert (proto.supervised_weight, proto.projection_dim, proto.jitter_p,
+            proto.lr_schedule) == (0.0, 128, 0.8, "cosine_per_step")
+    code = TrainConfig(preset="code", jitter_p=0.5)
+    assert (code.supervised_weight, code.projection_dim, code.jitter_p,
+            code.lr_schedule) == (0.2, 256, 0.5, "constant_then_cosine")
+    with pytest.raises(ValueError, match="train.lr_schedule: 'linear' is not one of"):
+        TrainConfig(lr_schedule="linear")

@@ -5,6 +5,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from pipeline.atomic import write_json
+from pipeline.card import Normalisation, RunCard
 from pipeline.cli import app
 from pipeline.evaluate.evaluation import draw_figures, evaluate, plot_tables
 
@@ -29,7 +30,9 @@ def experiment(folder, method, right):
                              "video_id": f"v{i}", "kept_index": 0, **probabilities})
     predictions = pd.DataFrame(rows)
     write_json(folder / "metrics.json", evaluate(predictions, curves, CLASSES, "regular"))
-    write_json(folder / "card.json", {"method": method, "preset": "code", "epochs": 3})
+    RunCard(method=method, preset="code", backbone="resnet18", classes=CLASSES, train_videos=9,
+            labelled_videos=9, epochs=3, params={"method": method}, data="0",
+            normalisation=Normalisation((0.5,) * 3, (0.25,) * 3)).save(folder / "card.json")
     draw_figures(plot_tables(predictions, curves, CLASSES), CLASSES, folder / "figures", method)
 
 

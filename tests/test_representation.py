@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.card import Normalisation
 from pipeline.evaluate.representation import grad_cam, grad_cam_figure, tsne_figure
 
 
@@ -40,7 +41,7 @@ def test_figures_are_written(tmp_path):
     tsne_figure(features, ["a"] * 20 + ["b"] * 20, ["covid"] * 20 + ["regular"] * 20,
                 tmp_path / "tsne.png", "test")
     images = torch.rand(2, 3, 6, 6)
-    grad_cam_figure(Tiny(), images, ["covid", "regular"], {"mean": [0.5] * 3, "std": [0.25] * 3},
+    grad_cam_figure(Tiny(), images, ["covid", "regular"], Normalisation((0.5,) * 3, (0.25,) * 3),
                     tmp_path / "cam.png", "test")
     for name in ("tsne.png", "cam.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

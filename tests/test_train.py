@@ -12,17 +12,23 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline.card import RunCard
 from pipeline.config import TrainConfig
 from pipeline.data.manifest import load_manifest
 from pipeline.pretrain.engine import (
     BACKBONE,
     CARD,
     CHECKPOINT,
+    checkpoint_history,
     label_indices,
     pretrain,
 )
 from pipeline.pretrain.methods import build_method
-from pipeline.pretrain.schedules import constant_then_cosine, warmup_then_cosine
+from pipeline.pretrain.schedules import (
+    constant_then_cosine,
+    cosine_per_step,
+    warmup_then_cosine,
+)
 from pipeline.tv_compat import torchvision
 
 TINY = TrainConfig(epochs=3, image_size=32, batch_size=4, workers=0, constant_epochs=1)
@@ -40,7 +46,7 @@ def test_export_loads_into_torchvision_and_card_says_what_ran(decoded_sample, tm
                                     strict=False)
     assert missing.missing_keys == ["fc.weight", "fc.bias"] and not missing.unexpected_keys
     saved = json.loads((tmp_path / CARD).read_text())
-    assert saved == json.loads(json.dumps(card))
+    assert saved == card.to_dict() and RunCard.load(tmp_path / CARD) == card
     assert saved["epochs"] == 3 and saved["train_videos"] == 8
     assert saved["normalisation"] == {"mean": [0.5] * 3, "std": [0.25] * 3}  # for fine-tuning
     assert {"contrastive", "supervised", "total", "lr"} <= set(saved["final_losses"])
@@ -85,6 +91,26 @@ def test_schedule_is_constant_then_cosine_to_zero():
     assert [constant_then_cosine(e, 300, 10) for e in (0, 9, 10)] == [1.0, 1.0, 1.0]
     assert constant_then_cosine(155, 300, 10) == pytest.approx(0.5)
     assert constant_then_cosine(299, 300, 10) < 1e-3
+
+
+def test_schedules_change_per_epoch_or_per_step():
+    assert constant_then_cosine(155.9, 300, 10) == constant_then_cosine(155, 300, 10)
+    assert warmup_then_cosine(4.5, 300, 10) == warmup_then_cosine(4, 300, 10)
+    assert cosine_per_step(0, 80) == 1.0 and cosine_per_step(40, 80) == pytest.approx(0.5)
+    assert cosine_per_step(0.5, 80) < cosine_per_step(0.25, 80) < 1.0
+
+
+def test_the_engine_updates_the_lr_after_every_step(decoded_sample, tmp_path):
+    """8 videos in batches of 4: 2 steps per epoch, and the scheduler steps after each."""
+    manifest = load_manifest(decoded_sample)
+    config = replace(TINY, lr_schedule="cosine_per_step")
+    pretrain(manifest, train_videos(decoded_sample), config, tmp_path, progress=False,
+             log_metrics=False)
+    history = checkpoint_history(tmp_path / CHECKPOINT)
+    assert [record["lr"] for record in history] == pytest.approx(
+        [config.lr * cosine_per_step(epoch, 3) for epoch in range(3)])
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert state["scheduler"]["last_epoch"] == 3 * 2
 
 
 def test_meta_uscl_schedule_warms_up_exponentially_then_cosine():

@@ -17,7 +17,8 @@ import pandas as pd
 NO_LABEL_STRATUM = "<none>"  # the stratum of videos without a label
 
 
-def _groups(videos: pd.DataFrame) -> pd.Series:
+def video_groups(videos: pd.DataFrame) -> pd.Series:
+    """Each video's group (patient or source); a video without one is its own group."""
     group = videos["group"] if "group" in videos.columns else pd.Series(None, index=videos.index)
     return group.where(group.notna() & (group.astype(str) != ""), "video:" + videos["video_id"])
 
@@ -35,7 +36,7 @@ def assign_parts(videos: pd.DataFrame, shares: Sequence[float], seed: int) -> pd
     if videos["video_id"].duplicated().any():
         raise ValueError("video ids must be unique to split")
     targets = np.asarray(shares, dtype=float) / np.sum(shares)
-    groups, labels = _groups(videos), _labels(videos)
+    groups, labels = video_groups(videos), _labels(videos)
     label_names = sorted(labels.unique())
     counts = pd.crosstab(groups, labels).reindex(columns=label_names, fill_value=0)
     if len(counts) < len(targets):
@@ -87,7 +88,7 @@ def split_table(videos: pd.DataFrame, val_fraction: float, seed: int, folds: int
         raise ValueError("no decoded videos (status ok) to split")
     table = pd.DataFrame({
         "video_id": usable["video_id"],
-        "group": _groups(usable),
+        "group": video_groups(usable),
         "label": usable["label"] if "label" in usable.columns else None,
         "split": train_val_split(usable, val_fraction, seed),
     })

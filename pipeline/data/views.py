@@ -28,6 +28,7 @@ class AugmentSpec:
     crop_ratio: tuple[float, float] = (0.8, 1.25)
     flip: float = 0.5
     jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.2)  # b, c, s, hue
+    jitter_p: float = 1.0  # probability that the jitter applies (torchvision RandomApply)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
 
@@ -89,6 +90,8 @@ def draw_view(rng: np.random.Generator, spec: AugmentSpec) -> ViewParams:
     factors = tuple(float(rng.uniform(max(0.0, 1 - j), 1 + j)) for j in scalars)
     factors += (float(rng.uniform(-hue, hue)),)
     order = tuple(int(i) for i in rng.permutation(4))
+    if spec.jitter_p < 1 and rng.random() >= spec.jitter_p:  # no draw when it always applies
+        factors = WHOLE_FRAME.factors
     return ViewParams(box, flip, factors, order)  # type: ignore[arg-type]
 
 

@@ -7,7 +7,8 @@ Two model-selection rules over the same runs (``docs/methods.md`` §8.4):
   test-fold accuracy. Selecting on the test fold inflates the numbers; always labelled so.
 
 For each: the papers' metrics from the confusion matrix pooled over folds (and seeds), macro
-AUC from the pooled probabilities, and per-run (fold x seed) mean ± std.
+AUC from the pooled probabilities, and per-run (fold x seed) mean ± std; at frame level (each
+frame a sample, as the papers) and at video level (a video's frame probabilities averaged).
 """
 
 from __future__ import annotations
@@ -43,29 +44,42 @@ def _scores(table: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.nda
     return table["label"].to_numpy(), probabilities
 
 
+def video_level(table: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """One row per (run, video): the mean of its frames' class probabilities."""
+    keys = [key for key in ("protocol", "fold", "seed", "epoch", "video_id", "group", "label")
+            if key in table]
+    return table.groupby(keys, as_index=False, sort=True)[[f"p_{c}" for c in classes]].mean()
+
+
+def scores(table: pd.DataFrame, classes: list[str], normal: str | None) -> dict[str, object]:
+    """The papers' numbers pooled over runs, and per run (fold x seed) mean ± std."""
+    true, probabilities = _scores(table, classes)
+    pooled = summarise(confusion_matrix(true, probabilities.argmax(1), len(classes)),
+                       classes, normal)
+    pooled["macro_auc"], per_class_auc = macro_auc(true, probabilities)
+    for name, auc in zip(classes, per_class_auc, strict=True):
+        pooled["per_class"][name]["auc"] = auc
+    runs = []
+    for _, run in table.groupby(["fold", "seed"]):
+        run_true, run_probabilities = _scores(run, classes)
+        summary = summarise(confusion_matrix(run_true, run_probabilities.argmax(1),
+                                             len(classes)), classes, normal)
+        runs.append({"accuracy": summary["accuracy"], "macro_f1": summary["macro_f1"],
+                     "macro_auc": macro_auc(run_true, run_probabilities)[0]})
+    per_run = {key: mean_std([run[key] for run in runs if not np.isnan(run[key])])
+               for key in ("accuracy", "macro_f1", "macro_auc")}
+    return {"pooled": pooled, "per_run": per_run}
+
+
 def evaluate(predictions: pd.DataFrame, curves: pd.DataFrame, classes: list[str],
              normal: str | None) -> dict[str, object]:
-    """``metrics.json``: both selections, pooled and per run."""
+    """``metrics.json``: both selections, frame level (the papers') and video level."""
     result: dict[str, object] = {"headline": "last_epoch", "selections": SELECTIONS,
                                  "runs": int(len(curves.groupby(["fold", "seed"])))}
     for selection in SELECTIONS:
         table = selected(predictions, curves, selection)
-        true, probabilities = _scores(table, classes)
-        pooled = summarise(confusion_matrix(true, probabilities.argmax(1), len(classes)),
-                           classes, normal)
-        pooled["macro_auc"], per_class_auc = macro_auc(true, probabilities)
-        for name, auc in zip(classes, per_class_auc, strict=True):
-            pooled["per_class"][name]["auc"] = auc
-        runs = []
-        for _, run in table.groupby(["fold", "seed"]):
-            run_true, run_probabilities = _scores(run, classes)
-            summary = summarise(confusion_matrix(run_true, run_probabilities.argmax(1),
-                                                 len(classes)), classes, normal)
-            runs.append({"accuracy": summary["accuracy"], "macro_f1": summary["macro_f1"],
-                         "macro_auc": macro_auc(run_true, run_probabilities)[0]})
-        per_run = {key: mean_std([run[key] for run in runs if not np.isnan(run[key])])
-                   for key in ("accuracy", "macro_f1", "macro_auc")}
-        result[selection] = {"pooled": pooled, "per_run": per_run}
+        result[selection] = {**scores(table, classes, normal),
+                             "video": scores(video_level(table, classes), classes, normal)}
     return result
 
 

@@ -19,11 +19,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from pipeline import precision
 from pipeline.backbones import build_backbone, load_backbone
 from pipeline.card import Normalisation
 from pipeline.config import FinetuneConfig
 from pipeline.data.frames import frame_locations
 from pipeline.data.manifest import Manifest
+from pipeline.data.splits import video_groups
 from pipeline.data.views import WHOLE_FRAME, AugmentSpec, crop_view, draw_view, normalised
 
 LAST_BLOCK = {"resnet18": "layer4.1", "resnet34": "layer4.2", "resnet50": "layer4.2"}
@@ -137,12 +139,18 @@ def run_fold(manifest: Manifest, videos: pd.DataFrame, fold: int, seed: int,
     train_videos, test_videos = videos[videos["fold"] != fold], videos[videos["fold"] == fold]
     if train_videos.empty or test_videos.empty:
         raise ValueError(f"fold {fold} leaves an empty train or test side")
+
     def frames(part: pd.DataFrame, train: bool) -> FrameDataset:
         return FrameDataset(manifest, part, classes, config.image_size, normalisation.mean,
                             normalisation.std, train, seed)
 
     train_data, test_data = frames(train_videos, True), frames(test_videos, False)
     model, trainable = build_classifier(backbone, weights, len(classes), config.mode)
+    device = torch.device("cpu")  # fine-tuning is CPU-sized: a fold of frames, one block
+    channels_last = precision.channels_last(None, config.amp, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    autocast = precision.autocast(config.amp, device)
     optimiser = torch.optim.Adam(_freeze(model, trainable), lr=config.lr,
                                  weight_decay=config.weight_decay)
     epochs, batch_size = config.schedule()
@@ -154,13 +162,18 @@ def run_fold(manifest: Manifest, videos: pd.DataFrame, fold: int, seed: int,
     test_loader = DataLoader(test_data, batch_size=256, num_workers=config.workers)
     test_frames = pd.DataFrame([(video, position) for video, position, _ in test_data.items],
                                columns=["video_id", "kept_index"])
+    test_frames["group"] = test_frames["video_id"].map(
+        video_groups(videos).set_axis(videos["video_id"]))
     predictions, curves = [], []
     for epoch in tqdm(range(epochs), desc=f"fold {fold} seed {seed}", disable=not progress):
         train_data.epoch = epoch
         _set_mode(model, trainable, config.frozen_bn)
         loss_sum, correct, seen = 0.0, 0, 0
         for images, labels in train_loader:
-            logits = model(images)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                logits = model(images).float()
             loss = nn.functional.cross_entropy(logits, labels)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -169,7 +182,8 @@ def run_fold(manifest: Manifest, videos: pd.DataFrame, fold: int, seed: int,
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
         scheduler.step()
-        probabilities = _predict(model, test_loader)
+        with autocast:
+            probabilities = _predict(model, test_loader)
         test_accuracy = float((probabilities.argmax(1) == np.array(test_data.labels)).mean())
         table = test_frames.assign(fold=fold, seed=seed, epoch=epoch, label=test_data.labels)
         for k, name in enumerate(classes):
@@ -185,7 +199,7 @@ def run_fold(manifest: Manifest, videos: pd.DataFrame, fold: int, seed: int,
 @torch.no_grad()
 def _predict(model: nn.Module, loader: DataLoader) -> np.ndarray:
     model.eval()
-    outputs = [torch.softmax(model(images), dim=1) for images, _ in loader]
+    outputs = [torch.softmax(model(images).float(), dim=1) for images, _ in loader]
     return torch.cat(outputs).numpy()
 
 

@@ -145,9 +145,11 @@ def setup(method: Method, manifest: Manifest, video_ids: list[str], labels: list
             method, device_ids=[dist.local_rank] if device.type == "cuda" else None,
             find_unused_parameters=method.has_unused_parameters)
     optimiser, lr_factor = method.configure_optimiser()
+    steps_per_epoch = max(1, len(data))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(  # updated after every step
+        optimiser, lambda step: lr_factor(step / steps_per_epoch))
     return Training(method=method, step=compiled(model) if config.compile else model,
-                    data=data, loader=loader, optimiser=optimiser,
-                    scheduler=torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor),
+                    data=data, loader=loader, optimiser=optimiser, scheduler=scheduler,
                     augment=augment, device=device,
                     autocast=precision.autocast(config.amp, device),
                     channels_last=precision.channels_last(config.channels_last, config.amp,
@@ -162,7 +164,6 @@ def train(training: Training, config: TrainConfig, run_key: str, out_dir: Path,
     with metric_log(out_dir, resume=start > 0, enabled=dist.main and log_metrics) as log:
         for epoch in range(start, config.epochs):
             record = train_one_epoch(training, epoch, config.epochs, progress and dist.main)
-            training.scheduler.step()
             history.append(record)
             if dist.main:
                 save_checkpoint(out_dir / CHECKPOINT, run_key, training, epoch, history)
@@ -177,6 +178,7 @@ def train_one_epoch(training: Training, epoch: int, epochs: int,
     training.data.set_epoch(epoch)
     training.method.train()
     sums: dict[str, float] = {}
+    lr = training.optimiser.param_groups[0]["lr"]  # the epoch's first step's
     images, started = 0, time.perf_counter()
     bar = tqdm(training.loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
                disable=not progress)
@@ -185,12 +187,13 @@ def train_one_epoch(training: Training, epoch: int, epochs: int,
                                 training.channels_last)
         terms = training.method.training_step(training.step, batch, training.optimiser,
                                               training.autocast)
+        training.scheduler.step()
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + float(value.detach())
         images += 2 * len(batch["label"])
         bar.set_postfix(loss=f"{float(terms['total'].detach()):.3f}")
     record = {name: total / max(1, len(training.data)) for name, total in sums.items()}
-    record["lr"] = training.optimiser.param_groups[0]["lr"]
+    record["lr"] = lr
     record["epoch_s"] = time.perf_counter() - started
     record["images_per_s"] = images / record["epoch_s"]
     return record

@@ -15,7 +15,7 @@ from pipeline.card import RunCard
 from pipeline.config import TrainConfig
 from pipeline.data.views import AugmentSpec
 from pipeline.pretrain.pairs import PairSpec
-from pipeline.pretrain.schedules import constant_then_cosine
+from pipeline.pretrain.schedules import constant_then_cosine, cosine_per_step
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -97,13 +97,15 @@ class Method(nn.Module):
 
     def augment_spec(self) -> AugmentSpec:
         """One view's augmentation: USCL/HiCo's (``docs/methods.md`` §3.1) at ``image_size``."""
-        return AugmentSpec(size=self.config.image_size)
+        return AugmentSpec(size=self.config.image_size, jitter_p=self.config.jitter_p)
 
     def configure_optimiser(self) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
-        """Adam (lr, weight decay) and the per-epoch lr factor: constant, then cosine (§7)."""
+        """Adam (lr, weight decay) and the lr factor of ``train.lr_schedule`` (§7)."""
         config = self.config
         optimiser = torch.optim.Adam(self.parameters(), lr=config.lr,
                                      weight_decay=config.weight_decay)
+        if config.lr_schedule == "cosine_per_step":
+            return optimiser, lambda epoch: cosine_per_step(epoch, config.epochs)
         return optimiser, lambda epoch: constant_then_cosine(epoch, config.epochs,
                                                              config.constant_epochs)
 

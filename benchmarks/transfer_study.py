@@ -1,0 +1,219 @@
+"""The transfer study of issue 11: pretrain on COVID-BLUES, evaluate on POCUS convex videos of
+other patients with frozen-feature probes (repeated grouped 5-fold CV) and last-block
+fine-tuning, and compare every run with scratch and the prototype's recipe by paired
+bootstrap over patients.
+
+Resumable: each finished run leaves ``<out>/<run>/summary.json`` (and its predictions) and is
+skipped on a rerun; an interrupted pretraining resumes from its checkpoint. Decoded data and
+checkpoints live in ``--work`` (outside the repository: the datasets' licences forbid copying).
+
+    python benchmarks/transfer_study.py                  # every run below, in order
+    python benchmarks/transfer_study.py proto scratch    # some runs
+    python benchmarks/transfer_study.py --report         # only rewrite <out>/report.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.atomic import atomic_path, write_json, write_text
+from pipeline.config import DecodeConfig, FinetuneConfig, ProbeConfig, TrainConfig
+from pipeline.data.ingest import ingest
+from pipeline.data.manifest import load_manifest
+from pipeline.data.splits import split_table
+from pipeline.evaluate.compare import compare
+from pipeline.evaluate.evaluation import scores, selected, video_level
+from pipeline.evaluate.finetune import cross_validate, select_videos
+from pipeline.evaluate.probe import cross_validate_probes, frame_features
+from pipeline.pretrain.engine import pretrain
+
+SHARED = Path(os.environ.get("USPIPE_SHARED_DATA", Path(__file__).resolve().parents[2] /
+                             "shared" / "data"))
+CLASSES = ["covid", "pneumonia", "regular"]
+SIZE = 112
+FOLD_SEEDS = (0, 1, 2)  # repeated cross-validation for the probes
+BASE = TrainConfig(image_size=SIZE, epochs=80, batch_size=32, workers=2)
+PROTO = replace(BASE, preset="proto")
+# name -> (train config, pretraining clips: "all" or the split's "train" part)
+RUNS: dict[str, tuple[TrainConfig | None, str]] = {
+    "scratch": (replace(BASE, method="scratch"), "all"),
+    "proto": (PROTO, "all"),
+    "code": (BASE, "train"),  # the pipeline's default recipe before this study
+    "code-pairs": (replace(BASE, supervised_weight=0.0, projection_dim=128, jitter_p=0.8,
+                           lr_schedule="cosine_per_step"), "all"),
+    "proto+ce": (replace(PROTO, supervised_weight=0.2), "all"),
+    "proto-jitter-always": (replace(PROTO, jitter_p=1.0), "all"),
+    "proto-epoch-schedule": (replace(PROTO, lr_schedule="constant_then_cosine"), "all"),
+    "proto-train-split": (PROTO, "train"),
+}
+FINETUNED = ("scratch", "proto", "code")
+FINETUNE = FinetuneConfig(epochs=15, image_size=SIZE, workers=2)
+
+
+def prepared(work: Path) -> tuple[Path, Path]:
+    """COVID-BLUES (at most 30 frames a clip) and POCUS decoded at 3 fps, short side 112."""
+    corpus, downstream = work / "covid-blues", work / "pocus"
+    for source, out, config in (
+            (SHARED / "covid-blues", corpus, DecodeConfig(max_frames=30, short_side=SIZE)),
+            (SHARED / "pocus", downstream, DecodeConfig(short_side=SIZE))):
+        if not (out / "videos.parquet").is_file():
+            ingest(source / "videos", source / "labels.csv", out, config)
+    return corpus, downstream
+
+
+def run(name: str, work: Path, out: Path) -> None:
+    config, clips = RUNS[name]
+    folder = out / name
+    if (folder / "summary.json").is_file():
+        print(f"{name}: done already")
+        return
+    corpus_dir, downstream_dir = prepared(work)
+    corpus = load_manifest(corpus_dir)
+    split = split_table(corpus.videos, 0.2, 0)
+    ok = corpus.videos[corpus.videos["status"] == "ok"]
+    train = ok if clips == "all" else ok[ok["video_id"].isin(
+        split.loc[split["split"] == "train", "video_id"])]
+    held_out = sorted(set(ok["video_id"]) - set(train["video_id"]))
+    started = time.perf_counter()
+    card, _ = pretrain(corpus, train.sort_values("video_id"), config, work / "runs" / name,
+                       held_out=held_out, log_metrics=False)
+    pretrain_s = time.perf_counter() - started
+    backbone = work / "runs" / name / "backbone.pt"
+    folder.mkdir(parents=True, exist_ok=True)
+    card.save(folder / "card.json")
+
+    downstream = load_manifest(downstream_dir)
+    probes = []
+    started = time.perf_counter()
+    for fold_seed in FOLD_SEEDS:
+        folds = split_table(downstream.videos, 0.2, fold_seed, folds=5)
+        videos = select_videos(downstream.videos, folds, FINETUNE)
+        features, frames = frame_features(downstream, videos["video_id"].tolist(),
+                                          card.backbone, backbone, card.normalisation, SIZE)
+        probes.append(cross_validate_probes(features, frames, videos, CLASSES, ProbeConfig())
+                      .assign(repeat=fold_seed))
+    probe = pd.concat(probes, ignore_index=True)
+    probe_s = time.perf_counter() - started
+    with atomic_path(folder / "probe.parquet") as temporary:
+        probe.to_parquet(temporary, index=False)
+    summary = {"run": name, "clips": clips, "train_videos": card.train_videos,
+               "config": asdict(config), "pretrain_s": round(pretrain_s),
+               "probe_s": round(probe_s), "final_losses": card.final_losses, "metrics": {}}
+    for protocol, table in probe.groupby("protocol"):
+        summary["metrics"][protocol] = _levels(table)
+    if name in FINETUNED:
+        started = time.perf_counter()
+        folds = split_table(downstream.videos, 0.2, 0, folds=5)
+        result = cross_validate(downstream, folds, FINETUNE, card.backbone, backbone,
+                                card.normalisation)
+        with atomic_path(folder / "finetune.parquet") as temporary:
+            result.predictions.to_parquet(temporary, index=False)
+        write_text(folder / "finetune_curves.csv", result.curves.to_csv(index=False))
+        summary["finetune_s"] = round(time.perf_counter() - started)
+        summary["metrics"]["finetune"] = _levels(
+            selected(result.predictions, result.curves, "last_epoch"))
+    write_json(folder / "summary.json", summary)
+    accuracy = {protocol: round(metrics["video"]["pooled"]["accuracy"], 3)
+                for protocol, metrics in summary["metrics"].items()}
+    print(f"{name}: video-level accuracy {accuracy}")
+
+
+def _levels(table: pd.DataFrame) -> dict[str, object]:
+    return {"frame": scores(table.assign(fold=table.get("repeat", 0) * 10 + table["fold"]),
+                            CLASSES, "regular"),
+            "video": scores(video_level(table.assign(
+                fold=table.get("repeat", 0) * 10 + table["fold"]), CLASSES), CLASSES, "regular")}
+
+
+def _predictions(out: Path, name: str, protocol: str) -> pd.DataFrame | None:
+    folder = out / name
+    if protocol == "finetune":
+        if not (folder / "finetune.parquet").is_file():
+            return None
+        return selected(pd.read_parquet(folder / "finetune.parquet"),
+                        pd.read_csv(folder / "finetune_curves.csv"), "last_epoch")
+    if not (folder / "probe.parquet").is_file():
+        return None
+    table = pd.read_parquet(folder / "probe.parquet")
+    table = table[table["protocol"] == protocol]
+    return table.assign(fold=table["repeat"] * 10 + table["fold"])  # a repeat's folds apart
+
+
+def report(out: Path) -> str:
+    """``report.md``: each run's numbers, and its paired difference to scratch and proto."""
+    names = [name for name in RUNS if (out / name / "summary.json").is_file()]
+    summaries = {name: json.loads((out / name / "summary.json").read_text()) for name in names}
+    lines = ["# Transfer study: COVID-BLUES -> POCUS convex (issue 11)", "",
+             "Generated by `python benchmarks/transfer_study.py --report`. Pooled accuracy, "
+             "macro F1 and macro AUC; probes over 3 fold assignments x 5 grouped folds, "
+             "fine-tuning over 1 x 5. Differences: paired bootstrap over patients (2000 "
+             "resamples, 95 % percentile CI); **bold** where the CI excludes 0.", ""]
+    for protocol in ("linear", "knn", "finetune"):
+        for level in ("video", "frame"):
+            rows = [n for n in names if protocol in summaries[n]["metrics"]]
+            if not rows:
+                continue
+            lines += [f"## {protocol}, {level} level", "",
+                      "| run | accuracy | macro F1 | macro AUC | fold acc. mean ± std | "
+                      "Δ acc. vs scratch [95 % CI] | Δ acc. vs proto [95 % CI] |",
+                      "|---|---|---|---|---|---|---|"]
+            for name in rows:
+                metrics = summaries[name]["metrics"][protocol][level]
+                pooled, per_run = metrics["pooled"], metrics["per_run"]["accuracy"]
+                cells = [name, f"{pooled['accuracy']:.3f}", f"{pooled['macro_f1']:.3f}",
+                         f"{pooled['macro_auc']:.3f}",
+                         f"{per_run['mean']:.3f} ± {per_run['std']:.3f}"]
+                for reference in ("scratch", "proto"):
+                    cells.append(_difference(out, name, reference, protocol, level))
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+    lines += ["## Runs", "", "| run | pretraining clips | train videos | pretrain s | "
+              "final loss |", "|---|---|---|---|---|"]
+    for name in names:
+        summary = summaries[name]
+        lines.append(f"| {name} | {summary['clips']} | {summary['train_videos']} | "
+                     f"{summary['pretrain_s']} | "
+                     f"{summary['final_losses'].get('total', float('nan')):.3f} |")
+    text = "\n".join(lines) + "\n"
+    write_text(out / "report.md", text)
+    return text
+
+
+def _difference(out: Path, name: str, reference: str, protocol: str, level: str) -> str:
+    if name == reference:
+        return "-"
+    a, b = _predictions(out, name, protocol), _predictions(out, reference, protocol)
+    if a is None or b is None:
+        return "n/a"
+    accuracy = compare(a, b, CLASSES, level)[0]
+    text = f"{accuracy.difference:+.3f} [{accuracy.low:+.3f}, {accuracy.high:+.3f}]"
+    return f"**{text}**" if accuracy.supported else text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", help=f"some of: {', '.join(RUNS)}")
+    parser.add_argument("--work", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "uspipe-study")
+    parser.add_argument("--out", type=Path, default=Path("results/study"))
+    parser.add_argument("--report", action="store_true", help="only rewrite report.md")
+    arguments = parser.parse_args()
+    unknown = sorted(set(arguments.runs) - set(RUNS))
+    if unknown:
+        parser.error(f"unknown run(s) {', '.join(unknown)}; choose from {', '.join(RUNS)}")
+    if not arguments.report:
+        for name in arguments.runs or list(RUNS):
+            run(name, arguments.work, arguments.out)
+            report(arguments.out)
+    print(report(arguments.out))
+
+
+if __name__ == "__main__":
+    main()

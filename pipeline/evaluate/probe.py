@@ -1,0 +1,156 @@
+"""Frozen-feature protocols: a linear probe and k-NN on a backbone's pooled features, on the
+same grouped folds as fine-tuning (``docs/methods.md`` §8.6).
+
+Both train nothing in the backbone, take seconds on a CPU and vary far less than fine-tuning,
+so they can rank backbones that fine-tuning cannot separate:
+
+* ``linear``: multinomial logistic regression on features standardised with the training
+  folds' mean and std, L2 penalty as scikit-learn's ``C`` (the intercept is not penalised),
+  solved full-batch in float64 by L-BFGS: deterministic;
+* ``knn``: the ``k`` training frames nearest in cosine similarity vote, each with weight
+  ``exp(similarity / temperature)`` (uniform votes when ``temperature`` is None).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline import precision
+from pipeline.backbones import build_backbone, load_backbone
+from pipeline.card import Normalisation
+from pipeline.config import ProbeConfig
+from pipeline.data.frames import FrameLocation, frame_locations
+from pipeline.data.manifest import Manifest
+from pipeline.data.splits import video_groups
+from pipeline.data.views import plain_view
+
+
+class PlainFrames(Dataset):
+    """Every kept frame of some videos as its un-augmented, normalised view."""
+
+    def __init__(self, locations: list[FrameLocation], size: int,
+                 normalisation: Normalisation) -> None:
+        self.locations, self.size, self.normalisation = locations, size, normalisation
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return plain_view(self.locations[index].image(self.size), self.size,
+                          self.normalisation.mean, self.normalisation.std)
+
+
+@torch.no_grad()
+def frame_features(manifest: Manifest, video_ids: list[str], backbone: str, weights: Path | None,
+                   normalisation: Normalisation, size: int, amp: bool = True,
+                   workers: int = 2, batch_size: int = 128) -> tuple[np.ndarray, pd.DataFrame]:
+    """Pooled features (float32, one row per kept frame) and the frames they belong to
+    (``video_id``, ``kept_index``), in ``video_ids`` order. ``weights`` None: random init."""
+    model = (load_backbone(backbone, weights) if weights else build_backbone(backbone))[0].eval()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device)
+    channels_last = precision.channels_last(None, amp, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    located = frame_locations(manifest, video_ids)
+    frames = pd.DataFrame([(video, index) for video, locations in zip(video_ids, located,
+                                                                      strict=True)
+                           for index in range(len(locations))],
+                          columns=["video_id", "kept_index"])
+    loader = DataLoader(PlainFrames([loc for locations in located for loc in locations], size,
+                                    normalisation), batch_size=batch_size, num_workers=workers)
+    outputs = []
+    with precision.autocast(amp, device):
+        for images in loader:
+            images = images.to(device)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            outputs.append(model(images).float().cpu())
+    return torch.cat(outputs).numpy(), frames
+
+
+def standardised(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both standardised with the training set's per-feature mean and std."""
+    mean, std = train.mean(0), train.std(0)
+    std = np.where(std > 0, std, 1.0)
+    return (train - mean) / std, (test - mean) / std
+
+
+def logistic_regression(features: np.ndarray, labels: np.ndarray, classes: int,
+                        c: float = 1.0, max_iter: int = 1000,
+                        tolerance: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression minimising ``C * sum_i CE_i + ||W||^2 / 2`` (scikit-
+    learn's objective), full-batch L-BFGS in float64; returns (weights (K, D), bias (K,))."""
+    x = torch.as_tensor(features, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    weight = torch.zeros(classes, x.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+    solver = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, history_size=20,
+                               tolerance_grad=tolerance, tolerance_change=tolerance ** 2,
+                               line_search_fn="strong_wolfe")
+    scale = 1.0 / len(y)  # the objective divided by C * n: same minimiser, better conditioned
+
+    def objective() -> torch.Tensor:
+        solver.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ weight.T + bias, y, reduction="sum")
+        loss = scale * (loss + weight.pow(2).sum() / (2 * c))
+        loss.backward()
+        return loss
+
+    solver.step(objective)
+    return weight.detach().numpy(), bias.detach().numpy()
+
+
+def softmax_probabilities(features: np.ndarray, weights: np.ndarray,
+                          bias: np.ndarray) -> np.ndarray:
+    logits = torch.as_tensor(features, dtype=torch.float64) @ torch.as_tensor(weights).T
+    return torch.softmax(logits + torch.as_tensor(bias), dim=1).numpy()
+
+
+def knn_probabilities(train: np.ndarray, labels: np.ndarray, test: np.ndarray, classes: int,
+                      k: int = 20, temperature: float | None = 0.07) -> np.ndarray:
+    """Class probabilities from the ``k`` nearest training rows in cosine similarity."""
+    a = torch.nn.functional.normalize(torch.as_tensor(train, dtype=torch.float64), dim=1)
+    b = torch.nn.functional.normalize(torch.as_tensor(test, dtype=torch.float64), dim=1)
+    similarity, nearest = (b @ a.T).topk(min(k, len(a)), dim=1)
+    votes = torch.ones_like(similarity) if temperature is None \
+        else torch.exp(similarity / temperature)
+    scores = torch.zeros(len(b), classes, dtype=torch.float64)
+    scores.scatter_add_(1, torch.as_tensor(labels, dtype=torch.long)[nearest], votes)
+    return (scores / scores.sum(1, keepdim=True)).numpy()
+
+
+def cross_validate_probes(features: np.ndarray, frames: pd.DataFrame, videos: pd.DataFrame,
+                          classes: list[str], config: ProbeConfig) -> pd.DataFrame:
+    """Every protocol on every fold: test-fold predictions with columns ``protocol``,
+    ``fold``, ``video_id``, ``kept_index``, ``group``, ``label`` and ``p_<class>``.
+
+    ``videos``: the selected downstream videos with ``fold``, ``label`` and ``group``."""
+    info = videos.set_index("video_id")
+    fold = frames["video_id"].map(info["fold"]).to_numpy()
+    label = frames["video_id"].map(info["label"]).map(classes.index).to_numpy()
+    group = frames["video_id"].map(video_groups(videos).set_axis(videos["video_id"])).to_numpy()
+    tables = []
+    for test_fold in sorted(set(fold.tolist())):
+        train, test = fold != test_fold, fold == test_fold
+        for protocol in config.protocols:
+            if protocol == "linear":
+                x_train, x_test = standardised(features[train], features[test])
+                weights, bias = logistic_regression(x_train, label[train], len(classes),
+                                                    config.c)
+                probabilities = softmax_probabilities(x_test, weights, bias)
+            else:
+                probabilities = knn_probabilities(features[train], label[train], features[test],
+                                                  len(classes), config.k,
+                                                  config.knn_temperature)
+            table = frames[test].assign(protocol=protocol, fold=test_fold, seed=0,
+                                        group=group[test], label=label[test])
+            for k, name in enumerate(classes):
+                table[f"p_{name}"] = probabilities[:, k]
+            tables.append(table)
+    return pd.concat(tables, ignore_index=True)

@@ -1,0 +1,49 @@
+"""Stage probe: frozen-feature protocols (linear probe, k-NN) on the downstream folds,
+frame and video level."""
+
+from pathlib import Path
+
+import pandas as pd
+import typer
+
+from pipeline.atomic import atomic_path, write_json
+from pipeline.card import RunCard
+from pipeline.config import load_params
+from pipeline.data.manifest import load_manifest
+from pipeline.evaluate.evaluation import scores, video_level
+from pipeline.evaluate.finetune import select_videos
+from pipeline.evaluate.probe import cross_validate_probes, frame_features
+
+
+def main(dataset: str = "downstream", data: Path = Path("data"),
+         backbone: Path = Path("models/pretrain"), out: Path = Path("results/probe")) -> None:
+    params = load_params()
+    selection, config = params.finetune, params.probe
+    card = RunCard.load(backbone / "card.json")
+    manifest = load_manifest(data / dataset)
+    videos = select_videos(manifest.videos, pd.read_csv(data / dataset / "split.csv"), selection)
+    features, frames = frame_features(manifest, videos["video_id"].tolist(), card.backbone,
+                                      backbone / "backbone.pt", card.normalisation,
+                                      selection.image_size, workers=selection.workers)
+    classes = list(selection.classes)
+    predictions = cross_validate_probes(features, frames, videos, classes, config)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "predictions.parquet") as temporary:
+        predictions.to_parquet(temporary, index=False)
+    metrics: dict[str, object] = {"protocol": {
+        "pretraining": {"method": card.method, "preset": card.preset, "epochs": card.epochs},
+        "probe": {"c": config.c, "k": config.k, "knn_temperature": config.knn_temperature,
+                  "image_size": selection.image_size, "features": int(features.shape[1])}}}
+    for protocol, table in predictions.groupby("protocol"):
+        metrics[protocol] = {"frame": scores(table, classes, selection.normal_class),
+                             "video": scores(video_level(table, classes), classes,
+                                             selection.normal_class)}
+        line = {level: metrics[protocol][level]["pooled"]["accuracy"]
+                for level in ("frame", "video")}
+        print(f"probe: {card.title} {protocol}: accuracy frame {line['frame']:.3f}, "
+              f"video {line['video']:.3f}")
+    write_json(out / "metrics.json", metrics)
+
+
+if __name__ == "__main__":
+    typer.run(main)

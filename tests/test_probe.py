@@ -1,0 +1,106 @@
+"""Frozen-feature protocols against scikit-learn, video-level metrics, and the paired
+bootstrap against a hand-computed case."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+
+from pipeline.config import ProbeConfig
+from pipeline.evaluate.compare import bootstrap_differences, compare, units
+from pipeline.evaluate.evaluation import video_level
+from pipeline.evaluate.probe import (
+    cross_validate_probes,
+    knn_probabilities,
+    logistic_regression,
+    softmax_probabilities,
+    standardised,
+)
+
+
+def blobs(seed: int = 0, count: int = 90, features: int = 6):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, count)
+    centres = rng.normal(0, 1.5, (3, features))
+    return centres[labels] + rng.normal(0, 1, (count, features)) * [1, 2, 3, 1, 5, 0.5], labels
+
+
+@pytest.mark.parametrize("c", [0.05, 1.0, 20.0])
+def test_linear_probe_equals_scikit_learn(c):
+    x, y = blobs()
+    train, test = standardised(x[:60], x[60:])
+    weights, bias = logistic_regression(train, y[:60], 3, c)
+    reference = LogisticRegression(C=c, tol=1e-12, max_iter=10000).fit(train, y[:60])
+    np.testing.assert_allclose(weights, reference.coef_, atol=1e-5)
+    np.testing.assert_allclose(bias, reference.intercept_, atol=1e-5)
+    np.testing.assert_allclose(softmax_probabilities(test, weights, bias),
+                               reference.predict_proba(test), atol=1e-6)
+
+
+def test_standardised_uses_training_statistics_only():
+    train, test = standardised(np.array([[0.0, 5.0], [2.0, 5.0]]), np.array([[4.0, 7.0]]))
+    np.testing.assert_allclose(train, [[-1, 0], [1, 0]])
+    np.testing.assert_allclose(test, [[3, 2]])  # constant feature: std taken as 1
+
+
+def test_uniform_knn_equals_scikit_learn_and_weighted_votes_favour_near_rows():
+    x, y = blobs(1)
+    ours = knn_probabilities(x[:60], y[:60], x[60:], 3, k=7, temperature=None)
+    reference = KNeighborsClassifier(7, metric="cosine").fit(x[:60], y[:60])
+    np.testing.assert_allclose(ours, reference.predict_proba(x[60:]))
+    # two neighbours: the nearer one dominates as the temperature falls
+    train = np.array([[1.0, 0.0], [1.0, 0.5]])
+    weighted = knn_probabilities(train, np.array([0, 1]), np.array([[1.0, 0.05]]), 2, k=2,
+                                 temperature=0.01)
+    assert weighted[0, 0] > 0.99
+
+
+def test_probe_folds_never_train_on_the_test_fold():
+    x, y = blobs(2, count=40)
+    videos = pd.DataFrame({"video_id": [f"v{i}" for i in range(8)], "fold": [0, 0, 1, 1] * 2,
+                           "label": ["a", "b", "c", "a", "b", "c", "a", "b"],
+                           "group": ["g0", "g0", "g1", "g2", "g3", "g3", None, "g5"]})
+    frames = pd.DataFrame({"video_id": [f"v{i % 8}" for i in range(40)],
+                           "kept_index": [i // 8 for i in range(40)]})
+    x[frames["video_id"].isin(["v2", "v3", "v6", "v7"]).to_numpy()] += 1000  # fold 1 far away
+    table = cross_validate_probes(x, frames, videos, ["a", "b", "c"],
+                                  ProbeConfig(protocols=["linear", "knn"], k=3))
+    assert len(table) == 2 * 40 and set(table["protocol"]) == {"linear", "knn"}
+    assert table.loc[table["video_id"] == "v6", "group"].iloc[0] == "video:v6"
+    assert np.allclose(table[["p_a", "p_b", "p_c"]].sum(axis=1), 1)
+    by_video = video_level(table, ["a", "b", "c"])
+    assert len(by_video) == 2 * 8
+    knn_v0 = (by_video["protocol"] == "knn") & (by_video["video_id"] == "v0")
+    frames_v0 = (table["protocol"] == "knn") & (table["video_id"] == "v0")
+    assert by_video.loc[knn_v0, "p_a"].item() == pytest.approx(table.loc[frames_v0, "p_a"].mean())
+
+
+def _run(correct: list[bool]) -> pd.DataFrame:
+    """One video per group, one frame each, label 0; correct = probability 0.9 on class 0."""
+    rows = [{"fold": 0, "seed": 0, "video_id": f"v{i}", "kept_index": 0, "group": f"g{i}",
+             "label": 0, "p_x": 0.9 if ok else 0.1, "p_y": 0.1 if ok else 0.9}
+            for i, ok in enumerate(correct)]
+    return pd.DataFrame(rows)
+
+
+def test_bootstrap_matches_the_hand_computed_distribution():
+    """Groups g0, g1: A right on both, B right on g0 only. Resampling two groups with
+    replacement gives (g0, g0) p = 1/4 -> difference 0, (g1, g1) 1/4 -> 1, mixed 1/2 -> 0.5."""
+    a, b = _run([True, True]), _run([True, False])
+    draws = bootstrap_differences(units(a, ["x", "y"], "frame"), units(b, ["x", "y"], "frame"),
+                                  ["x", "y"], resamples=4000, seed=1)["accuracy"]
+    values, counts = np.unique(draws, return_counts=True)
+    assert values.tolist() == [0.0, 0.5, 1.0]
+    np.testing.assert_allclose(counts / 4000, [0.25, 0.5, 0.25], atol=0.03)
+    accuracy = compare(a, b, ["x", "y"], level="frame", resamples=4000)[0]
+    assert (accuracy.a, accuracy.b, accuracy.difference) == (1.0, 0.5, 0.5)
+    assert (accuracy.low, accuracy.high) == (0.0, 1.0) and not accuracy.supported
+
+
+def test_a_consistent_difference_is_supported_and_unpaired_runs_are_refused():
+    a, b = _run([True] * 30), _run([True] * 10 + [False] * 20)
+    accuracy = compare(a, b, ["x", "y"], level="video", resamples=500)[0]
+    assert accuracy.low > 0 and accuracy.supported
+    with pytest.raises(ValueError, match="identical folds"):
+        compare(a, b.assign(fold=1), ["x", "y"])

@@ -92,11 +92,14 @@ def run(name: str, work: Path, out: Path) -> None:
     downstream = load_manifest(downstream_dir)
     probes = []
     started = time.perf_counter()
-    for fold_seed in FOLD_SEEDS:
+    features = frames = None
+    for fold_seed in FOLD_SEEDS:  # the same videos each time: features extracted once
         folds = split_table(downstream.videos, 0.2, fold_seed, folds=5)
         videos = select_videos(downstream.videos, folds, FINETUNE)
-        features, frames = frame_features(downstream, videos["video_id"].tolist(),
-                                          card.backbone, backbone, card.normalisation, SIZE)
+        if features is None:
+            features, frames = frame_features(downstream, videos["video_id"].tolist(),
+                                              card.backbone, backbone, card.normalisation,
+                                              SIZE)
         probes.append(cross_validate_probes(features, frames, videos, CLASSES, ProbeConfig())
                       .assign(repeat=fold_seed))
     probe = pd.concat(probes, ignore_index=True)

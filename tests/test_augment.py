@@ -56,7 +56,8 @@ def test_jitter_applies_with_its_probability_and_p_1_draws_as_before():
     assert 0.14 < plain < 0.26  # 1 - p = 0.2
     # the geometry and the jitter factors, when applied, are the same draws
     assert [d.box for d in drawn] == [d.box for d in always]
-    assert all(d.factors in (a.factors, (1.0, 1.0, 1.0, 0.0)) for d, a in zip(drawn, always, strict=True))
+    assert all(d.factors in (a.factors, (1.0, 1.0, 1.0, 0.0))
+               for d, a in zip(drawn, always, strict=True))
 
 
 def test_impossible_crop_scales_fall_back_to_the_central_crop():

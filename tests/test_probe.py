@@ -1,6 +1,8 @@
 """Frozen-feature protocols against scikit-learn, video-level metrics, and the paired
 bootstrap against a hand-computed case."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -106,3 +108,20 @@ def test_a_consistent_difference_is_supported_and_unpaired_runs_are_refused():
     assert accuracy.low > 0 and accuracy.supported
     with pytest.raises(ValueError, match="identical folds"):
         compare(a, b.assign(fold=1), ["x", "y"])
+
+
+def test_compare_command_reads_two_probe_outputs_and_refuses_other_folds(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    for name, correct in (("a", [True] * 12), ("b", [True] * 4 + [False] * 8)):
+        (tmp_path / name).mkdir()
+        _run(correct).assign(protocol="linear").to_parquet(tmp_path / name / "predictions.parquet")
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"),
+                                      "--protocol", "linear", "--json", "--resamples", "300"])
+    assert result.exit_code == 0, result.output
+    accuracy = next(row for row in json.loads(result.output) if row["metric"] == "accuracy")
+    assert accuracy["difference"] == pytest.approx(8 / 12) and accuracy["supported"]
+    missing = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert missing.exit_code == 2 and "no curves.csv" in " ".join(missing.output.split())

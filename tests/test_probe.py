@@ -110,7 +110,7 @@ def test_a_consistent_difference_is_supported_and_unpaired_runs_are_refused():
         compare(a, b.assign(fold=1), ["x", "y"])
 
 
-def test_compare_command_reads_two_probe_outputs_and_refuses_other_folds(tmp_path):
+def test_compare_command_reads_two_probe_outputs_and_names_a_wrong_folder(tmp_path):
     from typer.testing import CliRunner
 
     from pipeline.cli import app

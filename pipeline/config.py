@@ -34,7 +34,7 @@ PRESET_DEFAULTS = {
 }
 BACKBONES = ("resnet18", "resnet34", "resnet50", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
              "shufflenet_v2_x1_5", "shufflenet_v2_x2_0")
-PAIR_MODES = ("ppi", "two_frames", "same_frame")
+PAIR_MODES = ("ppi", "two_frames", "same_frame", "first_frame")
 NEGATIVES = ("videos", "frames")
 VIEWS_ON = ("auto", "workers", "device")
 

@@ -82,9 +82,13 @@ def test_params_are_validated_before_torch_is_imported():
 
 
 def test_the_choices_are_the_registries():
+    from typing import get_args
+
     from pipeline.backbones import BACKBONES
+    from pipeline.pretrain.pairs import PairMode
 
     assert tuple(BACKBONES) == config.BACKBONES
+    assert set(get_args(PairMode)) == set(config.PAIR_MODES)
 
 
 def test_run_card_round_trips_and_reads_version_1(tmp_path):

@@ -5,10 +5,10 @@ from pathlib import Path
 import pandas as pd
 import typer
 
-from pipeline.atomic import write_json, write_text
+from pipeline.atomic import atomic_path, write_json, write_text
 from pipeline.card import RunCard
 from pipeline.config import load_params
-from pipeline.evaluate.evaluation import draw_figures, evaluate, plot_tables
+from pipeline.evaluate.evaluation import draw_figures, evaluate, plot_tables, selected
 
 
 def main(finetune: Path = Path("models/finetune"), backbone: Path = Path("models/pretrain"),
@@ -27,6 +27,8 @@ def main(finetune: Path = Path("models/finetune"), backbone: Path = Path("models
                                         "image_size": config.image_size,
                                         "seeds": list(config.seeds)}}
     write_json(out / "metrics.json", metrics)
+    with atomic_path(out / "predictions.parquet") as temporary:  # for paired comparisons
+        selected(predictions, curves, "last_epoch").to_parquet(temporary, index=False)
     card.save(out / "card.json")
     tables = plot_tables(predictions, curves, classes)
     for name, table in tables.items():

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from pipeline.atomic import write_json
 from pipeline.card import Normalisation, RunCard
 from pipeline.cli import app
-from pipeline.evaluate.evaluation import draw_figures, evaluate, plot_tables
+from pipeline.evaluate.evaluation import draw_figures, evaluate, plot_tables, selected
 
 CLASSES = ["covid", "pneumonia", "regular"]
 
@@ -27,9 +27,11 @@ def experiment(folder, method, right):
                 probabilities = {f"p_{name}": 0.1 for name in CLASSES}
                 probabilities[f"p_{CLASSES[guess]}"] = 0.8
                 rows.append({"fold": fold, "seed": 0, "epoch": epoch, "label": label,
-                             "video_id": f"v{i}", "kept_index": 0, **probabilities})
+                             "video_id": f"v{fold}-{i}", "group": f"g{fold}-{i}",
+                             "kept_index": 0, **probabilities})
     predictions = pd.DataFrame(rows)
     write_json(folder / "metrics.json", evaluate(predictions, curves, CLASSES, "regular"))
+    selected(predictions, curves, "last_epoch").to_parquet(folder / "predictions.parquet")
     RunCard(method=method, preset="code", backbone="resnet18", classes=CLASSES, train_videos=9,
             labelled_videos=9, epochs=3, params={"method": method}, data="0",
             normalisation=Normalisation((0.5,) * 3, (0.25,) * 3)).save(folder / "card.json")
@@ -44,14 +46,18 @@ def test_report_renders_one_row_per_experiment(tmp_path):
                                       str(tmp_path / "scratch"), "-o", str(out)])
     assert result.exit_code == 0, result.output
     text = out.with_suffix(".md").read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| uscl")
-            or line.startswith("| scratch")]
+    rows = [line for line in text.splitlines() if line.startswith("| uscl | uscl (code)")
+            or line.startswith("| scratch | scratch (code)")]
     assert len(rows) == 2
     assert "| uscl | uscl (code) | 3 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 ± 0.0 |" in rows[0]
     assert "| 50.0 |" in rows[1] and rows[1].endswith("| 100.0 |")  # optimistic: epoch 0
     assert "optimistic" in text and "](../uscl/figures/confusion.png)" in text
+    # uscl right on all 12 test videos, scratch on 6: +50 points against scratch
+    difference = next(line for line in text.splitlines() if line.startswith("| uscl | scratch"))
+    assert difference.startswith("| uscl | scratch | **+50.0 [")
     page = out.with_suffix(".html").read_text()
     assert page.count("data:image/png;base64,") == 6 and "<td>scratch</td>" in page
+    assert "Paired differences" in page and "<td>+50.0 [" in page
 
 
 def test_report_names_a_folder_that_is_not_an_experiment(tmp_path):

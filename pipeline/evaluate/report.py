@@ -15,7 +15,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from pipeline.card import RunCard
+from pipeline.evaluate.compare import Difference, compare
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class Run:
     folder: Path
     metrics: dict
     card: RunCard
+    predictions: pd.DataFrame | None  # the headline's test predictions, when written
 
     @classmethod
     def load(cls, folder: Path) -> Run:
@@ -33,7 +37,9 @@ class Run:
                 raise FileNotFoundError(f"{folder}: no {required} (not an evaluate output)")
         metrics = json.loads((folder / "metrics.json").read_text())
         card = RunCard.load(folder / "card.json")
-        return cls(folder.name, folder, metrics, card)
+        path = folder / "predictions.parquet"
+        predictions = pd.read_parquet(path) if path.is_file() else None
+        return cls(folder.name, folder, metrics, card, predictions)
 
     @property
     def figures(self) -> list[Path]:
@@ -77,6 +83,37 @@ def _protocol(runs: list[Run]) -> str:
             f"optimistic. Fine-tuning: {described}.")
 
 
+REFERENCES = ("scratch", "simclr")  # every run is compared with these methods' runs
+
+
+def differences(runs: list[Run], resamples: int = 2000) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: each run against each reference run (method scratch or simclr):
+    accuracy, macro F1 and macro AUC differences at video level with paired 95 % CIs over
+    patients (``docs/methods.md`` §8.7); bold where the CI excludes 0."""
+    header = ["run", "against", "Δ accuracy [95 % CI]", "Δ macro F1 [95 % CI]",
+              "Δ macro AUC [95 % CI]"]
+    rows = []
+    classes = list(runs[0].metrics["last_epoch"]["pooled"]["per_class"])
+    for reference in [run for run in runs if run.card.method in REFERENCES]:
+        for run in runs:
+            if run is reference or run.predictions is None or reference.predictions is None:
+                continue
+            try:
+                found = compare(run.predictions, reference.predictions, classes, "video",
+                                resamples)
+            except ValueError:
+                rows.append([run.name, reference.name, "different folds: not paired", "", ""])
+                continue
+            rows.append([run.name, reference.name, *[_with_interval(d) for d in found]])
+    return header, rows
+
+
+def _with_interval(difference: Difference) -> str:
+    text = (f"{100 * difference.difference:+.1f} [{100 * difference.low:+.1f}, "
+            f"{100 * difference.high:+.1f}]")
+    return f"**{text}**" if difference.supported else text
+
+
 def markdown(runs: list[Run], title: str = "Method comparison",
              base: Path = Path(".")) -> str:
     """The report as Markdown; figure links are relative to ``base`` (the report's folder)."""
@@ -84,6 +121,13 @@ def markdown(runs: list[Run], title: str = "Method comparison",
     lines = [f"# {title}", "", _protocol(runs), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    header, rows = differences(runs)
+    if rows:
+        lines += ["", "## Paired differences (video level, points)", "",
+                  "Each run minus a scratch or SimCLR run on the same folds; 95 % paired "
+                  "bootstrap interval over patients; **bold** where it excludes 0.", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     for run in runs:
         if run.figures:
             lines += ["", f"## {run.name}", ""]
@@ -110,4 +154,16 @@ def html_page(runs: list[Run], title: str = "Method comparison") -> str:
             "collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
             "img{height:300px;margin:4px}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><p>{html.escape(_protocol(runs))}</p>"
-            f"<table><tr>{cells}</tr>{body}</table>{''.join(figures)}</body></html>\n")
+            f"<table><tr>{cells}</tr>{body}</table>{_html_differences(runs)}"
+            f"{''.join(figures)}</body></html>\n")
+
+
+def _html_differences(runs: list[Run]) -> str:
+    header, rows = differences(runs)
+    if not rows:
+        return ""
+    cells = "".join(f"<th>{html.escape(name)}</th>" for name in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell.strip('*'))}</td>" for cell in row)
+                   + "</tr>" for row in rows)
+    return ("<h2>Paired differences (video level, points; 95 % bootstrap CI over patients)"
+            f"</h2><table><tr>{cells}</tr>{body}</table>")

@@ -165,10 +165,8 @@ def run(name: str, work: Path, out: Path) -> None:
 
 
 def _levels(table: pd.DataFrame) -> dict[str, object]:
-    return {"frame": scores(table.assign(fold=table.get("repeat", 0) * 10 + table["fold"]),
-                            CLASSES, "regular"),
-            "video": scores(video_level(table.assign(
-                fold=table.get("repeat", 0) * 10 + table["fold"]), CLASSES), CLASSES, "regular")}
+    return {"frame": scores(table, CLASSES, "regular"),
+            "video": scores(video_level(table, CLASSES), CLASSES, "regular")}
 
 
 def _predictions(out: Path, name: str, protocol: str) -> pd.DataFrame | None:
@@ -181,8 +179,7 @@ def _predictions(out: Path, name: str, protocol: str) -> pd.DataFrame | None:
     if not (folder / "probe.parquet").is_file():
         return None
     table = pd.read_parquet(folder / "probe.parquet")
-    table = table[table["protocol"] == protocol]
-    return table.assign(fold=table["repeat"] * 10 + table["fold"])  # a repeat's folds apart
+    return table[table["protocol"] == protocol]
 
 
 def report(out: Path) -> str:

@@ -317,10 +317,13 @@ class ProbeConfig:
     ``drop_uncertain``, ``image_size``).
 
     ``c``: inverse L2 strength of the linear probe, as scikit-learn's ``C``; ``k`` and
-    ``knn_temperature``: the k-NN vote (null temperature: uniform votes).
+    ``knn_temperature``: the k-NN vote (null temperature: uniform votes). ``fold_seeds``:
+    repeated cross-validation, one grouped k-fold assignment per seed (the same algorithm as
+    the persisted split); null = the persisted folds only.
     """
 
     protocols: list[str] = field(default_factory=lambda: ["linear", "knn"])
+    fold_seeds: list[int] | None = None
     c: float = 1.0
     k: int = 20
     knn_temperature: float | None = 0.07

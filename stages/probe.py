@@ -10,6 +10,7 @@ from pipeline.atomic import atomic_path, write_json
 from pipeline.card import RunCard
 from pipeline.config import load_params
 from pipeline.data.manifest import load_manifest
+from pipeline.data.splits import split_table
 from pipeline.evaluate.evaluation import scores, video_level
 from pipeline.evaluate.finetune import select_videos
 from pipeline.evaluate.probe import cross_validate_probes, frame_features
@@ -21,18 +22,27 @@ def main(dataset: str = "downstream", data: Path = Path("data"),
     selection, config = params.finetune, params.probe
     card = RunCard.load(backbone / "card.json")
     manifest = load_manifest(data / dataset)
-    videos = select_videos(manifest.videos, pd.read_csv(data / dataset / "split.csv"), selection)
+    split = pd.read_csv(data / dataset / "split.csv")
+    videos = select_videos(manifest.videos, split, selection)
     features, frames = frame_features(manifest, videos["video_id"].tolist(), card.backbone,
                                       backbone / "backbone.pt", card.normalisation,
                                       selection.image_size, workers=selection.workers)
     classes = list(selection.classes)
-    predictions = cross_validate_probes(features, frames, videos, classes, config)
+    repeats = []
+    for repeat, seed in enumerate(config.fold_seeds or [None]):
+        folds = split if seed is None else split_table(
+            manifest.videos, params.split.val_fraction, seed, int(split["fold"].max()) + 1)
+        repeats.append(cross_validate_probes(
+            features, frames, select_videos(manifest.videos, folds, selection), classes,
+            config).assign(repeat=repeat))
+    predictions = pd.concat(repeats, ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "predictions.parquet") as temporary:
         predictions.to_parquet(temporary, index=False)
     metrics: dict[str, object] = {"protocol": {
         "pretraining": {"method": card.method, "preset": card.preset, "epochs": card.epochs},
         "probe": {"c": config.c, "k": config.k, "knn_temperature": config.knn_temperature,
+                  "fold_seeds": config.fold_seeds,
                   "image_size": selection.image_size, "features": int(features.shape[1])}}}
     for protocol, table in predictions.groupby("protocol"):
         metrics[protocol] = {"frame": scores(table, classes, selection.normal_class),

@@ -125,3 +125,15 @@ def test_compare_command_reads_two_probe_outputs_and_names_a_wrong_folder(tmp_pa
     assert accuracy["difference"] == pytest.approx(8 / 12) and accuracy["supported"]
     missing = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b")])
     assert missing.exit_code == 2 and "no curves.csv" in " ".join(missing.output.split())
+
+
+def test_repeated_cross_validations_are_kept_apart():
+    """The same video tested in two fold assignments is two units, and per-run statistics
+    count each (repeat, fold) once."""
+    one = _run([True, False, True])
+    both = pd.concat([one.assign(repeat=0), one.assign(repeat=1, fold=1)], ignore_index=True)
+    assert len(units(both, ["x", "y"], "video")) == 6
+    from pipeline.evaluate.evaluation import scores
+
+    assert scores(both, ["x", "y"], None)["per_run"]["accuracy"]["mean"] == pytest.approx(2 / 3)
+    assert compare(both, both, ["x", "y"], resamples=50)[0].difference == 0

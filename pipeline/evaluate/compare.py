@@ -58,7 +58,7 @@ def metric_values(true: np.ndarray, probabilities: np.ndarray) -> dict[str, floa
 def units(table: pd.DataFrame, classes: list[str], level: str) -> pd.DataFrame:
     """One row per test unit (frame or video per fold), probabilities averaged over seeds."""
     columns = [f"p_{c}" for c in classes]
-    keys = ["fold", "video_id", "group", "label"]
+    keys = ["repeat"] * ("repeat" in table) + ["fold", "video_id", "group", "label"]
     if level == "frame":
         keys.append("kept_index")
     elif level != "video":
@@ -108,7 +108,8 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, classes: list[str], level: str = "
     """``a`` minus ``b`` per metric with a paired percentile bootstrap CI over groups; an error
     when the two were not evaluated on the same folds and units."""
     a, b = units(a, classes, level), units(b, classes, level)
-    key = ["fold", "video_id"] + (["kept_index"] if level == "frame" else [])
+    key = ["repeat"] * ("repeat" in a) + ["fold", "video_id"] + \
+        (["kept_index"] if level == "frame" else [])
     if not a[key + ["label"]].equals(b[key + ["label"]]):
         raise ValueError("the two runs were not evaluated on identical folds and test units; "
                          "a paired comparison needs the same split and selection")

@@ -46,8 +46,8 @@ def _scores(table: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.nda
 
 def video_level(table: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     """One row per (run, video): the mean of its frames' class probabilities."""
-    keys = [key for key in ("protocol", "fold", "seed", "epoch", "video_id", "group", "label")
-            if key in table]
+    keys = [key for key in ("protocol", "repeat", "fold", "seed", "epoch", "video_id", "group",
+                            "label") if key in table]
     return table.groupby(keys, as_index=False, sort=True)[[f"p_{c}" for c in classes]].mean()
 
 
@@ -59,8 +59,8 @@ def scores(table: pd.DataFrame, classes: list[str], normal: str | None) -> dict[
     pooled["macro_auc"], per_class_auc = macro_auc(true, probabilities)
     for name, auc in zip(classes, per_class_auc, strict=True):
         pooled["per_class"][name]["auc"] = auc
-    runs = []
-    for _, run in table.groupby(["fold", "seed"]):
+    runs = []  # a run: one fold of one cross-validation (repeat) with one training seed
+    for _, run in table.groupby([key for key in ("repeat", "fold", "seed") if key in table]):
         run_true, run_probabilities = _scores(run, classes)
         summary = summarise(confusion_matrix(run_true, run_probabilities.argmax(1),
                                              len(classes)), classes, normal)

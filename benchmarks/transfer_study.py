@@ -28,7 +28,7 @@ from pipeline.atomic import atomic_path, write_json, write_text
 from pipeline.card import RunCard
 from pipeline.config import DecodeConfig, FinetuneConfig, ProbeConfig, TrainConfig
 from pipeline.data.ingest import ingest
-from pipeline.data.manifest import load_manifest
+from pipeline.data.manifest import Manifest, load_manifest
 from pipeline.data.splits import split_table
 from pipeline.evaluate.compare import compare
 from pipeline.evaluate.evaluation import scores, selected, video_level
@@ -87,21 +87,27 @@ def run_variant(name: str, work: Path, out: Path) -> None:
         run(base, work, out)
     card = RunCard.load(out / base / "card.json")
     _, downstream_dir = prepared(work)
-    downstream = load_manifest(downstream_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics, seconds = finetuned(load_manifest(downstream_dir), card,
+                                 work / "runs" / base / "backbone.pt", finetune, folder)
+    write_json(folder / "summary.json", {
+        "run": name, "base": base, "finetune": asdict(finetune), "clips": "-",
+        "train_videos": card.train_videos, "pretrain_s": 0, "finetune_s": seconds,
+        "final_losses": {}, "metrics": {"finetune": metrics}})
+
+
+def finetuned(downstream: Manifest, card: RunCard, backbone: Path, finetune: FinetuneConfig,
+              folder: Path) -> tuple[dict[str, object], int]:
+    """Fine-tune ``backbone`` on fold seed 0's five folds; write the predictions and curves
+    into ``folder``; return the last epoch's metrics and the seconds it took."""
     started = time.perf_counter()
     result = cross_validate(downstream, split_table(downstream.videos, 0.2, 0, folds=5),
-                            finetune, card.backbone, work / "runs" / base / "backbone.pt",
-                            card.normalisation)
-    folder.mkdir(parents=True, exist_ok=True)
+                            finetune, card.backbone, backbone, card.normalisation)
     with atomic_path(folder / "finetune.parquet") as temporary:
         result.predictions.to_parquet(temporary, index=False)
     write_text(folder / "finetune_curves.csv", result.curves.to_csv(index=False))
-    write_json(folder / "summary.json", {
-        "run": name, "base": base, "finetune": asdict(finetune), "clips": "-",
-        "train_videos": card.train_videos, "pretrain_s": 0,
-        "finetune_s": round(time.perf_counter() - started), "final_losses": {},
-        "metrics": {"finetune": _levels(selected(result.predictions, result.curves,
-                                                  "last_epoch"))}})
+    metrics = _levels(selected(result.predictions, result.curves, "last_epoch"))
+    return metrics, round(time.perf_counter() - started)
 
 
 def run(name: str, work: Path, out: Path) -> None:
@@ -148,16 +154,8 @@ def run(name: str, work: Path, out: Path) -> None:
     for protocol, table in probe.groupby("protocol"):
         summary["metrics"][protocol] = _levels(table)
     if name in FINETUNED:
-        started = time.perf_counter()
-        folds = split_table(downstream.videos, 0.2, 0, folds=5)
-        result = cross_validate(downstream, folds, FINETUNE, card.backbone, backbone,
-                                card.normalisation)
-        with atomic_path(folder / "finetune.parquet") as temporary:
-            result.predictions.to_parquet(temporary, index=False)
-        write_text(folder / "finetune_curves.csv", result.curves.to_csv(index=False))
-        summary["finetune_s"] = round(time.perf_counter() - started)
-        summary["metrics"]["finetune"] = _levels(
-            selected(result.predictions, result.curves, "last_epoch"))
+        summary["metrics"]["finetune"], summary["finetune_s"] = finetuned(
+            downstream, card, backbone, FINETUNE, folder)
     write_json(folder / "summary.json", summary)
     accuracy = {protocol: round(metrics["video"]["pooled"]["accuracy"], 3)
                 for protocol, metrics in summary["metrics"].items()}

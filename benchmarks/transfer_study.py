@@ -55,7 +55,13 @@ RUNS: dict[str, tuple[TrainConfig | None, str]] = {
     "proto-epoch-schedule": (replace(PROTO, lr_schedule="constant_then_cosine"), "all"),
     "proto-train-split": (PROTO, "train"),
 }
-FINETUNED = ("scratch", "proto", "code")
+# the six-method study (issue 11 §3): 100 epochs, two pretraining seeds, every clip
+STUDY_METHODS = ("uscl", "simclr", "hico", "meta_uscl", "supervised", "scratch")
+STUDY_SEEDS = (0, 1)
+RUNS.update({f"{method}-s{seed}": (replace(BASE, method=method, epochs=100, seed=seed), "all")
+             for seed in STUDY_SEEDS for method in STUDY_METHODS
+             if (method, seed) != ("scratch", 0)})  # that one is "scratch" above
+FINETUNED = ("scratch", "proto", "code", *(name for name in RUNS if name[-3:-1] == "-s"))
 FINETUNE = FinetuneConfig(epochs=15, image_size=SIZE, workers=2)
 # fine-tuning variants of a pretrained run: why last-block fine-tuning can lose to scratch
 VARIANTS: dict[str, tuple[str, FinetuneConfig]] = {

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from pipeline.atomic import write_text
 from pipeline.card import RunCard
-from pipeline.console import console, counts_table, failures_table
-from pipeline.data.manifest import Manifest, load_manifest
+from pipeline.console import console, counts_table, error_line, failures_table
+from pipeline.data.manifest import Manifest, ManifestError, load_manifest
 from pipeline.evaluate.report import Run, html_page, markdown
 from pipeline.inspection import (
     contact_sheet,
@@ -40,8 +39,8 @@ def _open(dataset: str, data_root: Path) -> Manifest:
     folder = data_root / dataset if (data_root / dataset).is_dir() else Path(dataset)
     try:
         return load_manifest(folder)
-    except FileNotFoundError as error:
-        console.print(f"[red]error:[/red] {error}")
+    except (FileNotFoundError, ManifestError) as error:
+        error_line(str(error))
         raise typer.Exit(2) from error
 
 
@@ -50,7 +49,7 @@ def _video_or_exit(manifest: Manifest, video_id: str) -> None:
         return
     close = difflib.get_close_matches(video_id, manifest.videos["video_id"].tolist(), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    console.print(f"[red]error:[/red] unknown video id {video_id!r} in {manifest.root}{hint}")
+    error_line(f"unknown video id {video_id!r} in {manifest.root}{hint}")
     raise typer.Exit(2)
 
 
@@ -66,7 +65,7 @@ def summary(dataset: DatasetOption = "pretrain", data_root: DataRootOption = Pat
     if as_json:
         _print_json(info)
         return
-    console.print(f"[bold]{info['dataset']}[/bold]: {info['videos']} videos "
+    console.print(f"{info['dataset']}: {info['videos']} videos "
                   f"({info['ok']} ok, {info['failed']} failed), {info['frames']} frames, "
                   f"{info['groups']} groups")
     for key in ("by_status", "by_label", "by_probe", "by_container"):
@@ -112,7 +111,7 @@ def sheet(video_id: str,
     try:
         image = contact_sheet(manifest, video_id, columns, width)
     except (ValueError, OSError) as error:  # no kept frames; shard missing or unreadable
-        console.print(f"[red]error:[/red] {error}")
+        error_line(str(error))
         raise typer.Exit(2) from error
     save_image(image, output)
     console.print(f"wrote {output} ({image.width}x{image.height})")
@@ -121,17 +120,18 @@ def sheet(video_id: str,
 @app.command(name="verify")
 def verify_command(dataset: DatasetOption = "pretrain", data_root: DataRootOption = Path("data"),
                    as_json: JsonOption = False) -> None:
-    """Re-hash every shard member against the manifest; exit 1 on any mismatch."""
+    """Check the dataset end to end: manifests against checksums.json and for consistency,
+    every byte of every shard against them; exit 1 on any problem (2: a manifest unusable)."""
     checked, problems = verify(_open(dataset, data_root))
     if as_json:
         _print_json({"checked": checked, "mismatches": [p.__dict__ for p in problems]})
     else:
         for problem in problems:
-            console.print(f"[red]mismatch[/red] {problem.video_id} {problem.member}: "
-                          f"{problem.problem}")
+            error_line(f"{problem.video_id} {problem.member}: {problem.problem}",
+                       label="problem:")
         console.print(f"verified {checked} frames: "
-                      + ("[green]all match[/green]" if not problems
-                         else f"[red]{len(problems)} problem(s)[/red]"))
+                      + ("all match" if not problems else f"{len(problems)} problem(s)"),
+                      style="red" if problems else "green")
     if problems:
         raise typer.Exit(1)
 
@@ -162,7 +162,7 @@ def report(runs: Annotated[list[Path], typer.Argument(
     try:
         loaded = [Run.load(folder) for folder in runs]
     except (FileNotFoundError, KeyError, ValueError) as error:
-        console.print(f"[red]error:[/red] {error}")
+        error_line(str(error))
         raise typer.Exit(2) from error
     write_text(output.with_suffix(".md"), markdown(loaded, title, output.parent))
     write_text(output.with_suffix(".html"), html_page(loaded, title))
@@ -186,12 +186,12 @@ def compare_command(
             raise ValueError(f"different classes: {classes} and {other}")
         differences = compare(a, b, classes, level, resamples, seed)
     except (FileNotFoundError, ValueError) as error:
-        console.print(f"[red]error:[/red] {escape(str(error))}")
+        error_line(str(error))
         raise typer.Exit(2) from error
     if as_json:
         _print_json([{**vars(d), "supported": d.supported} for d in differences])
         return
-    table = Table(title=f"{escape(str(run_a))} - {escape(str(run_b))} ({protocol}, {level} "
+    table = Table(title=f"{run_a} - {run_b} ({protocol}, {level} "
                         f"level, 95 % CI over {a['group'].nunique()} groups)")
     for column in ("metric", "A", "B", "A - B", "95 % CI", "supported"):
         table.add_column(column)
@@ -227,13 +227,13 @@ def pair_weights(output: Annotated[Path, typer.Option("--output", "-o",
     manifest = _open(dataset, data_root)
     videos = manifest.videos[manifest.videos["status"] == "ok"]
     if by not in videos:
-        console.print(f"[red]error:[/red] no column {by!r} in {dataset}'s videos.parquet")
+        error_line(f"no column {by!r} in {dataset}'s videos.parquet")
         raise typer.Exit(2)
     try:
         card = RunCard.load(model / "card.json")
         method = load_weighting(card, model / "checkpoint.pt")
     except (FileNotFoundError, ValueError) as error:
-        console.print(f"[red]error:[/red] {error}")
+        error_line(str(error))
         raise typer.Exit(2) from error
     weights = video_pair_weights(method, manifest, videos, pairs)
     clip = clip or videos.sort_values("kept_frames")["video_id"].iloc[-1]

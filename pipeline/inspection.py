@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from pipeline.atomic import atomic_path
-from pipeline.data.manifest import Manifest
+from pipeline.data.manifest import FRAMES_FILE, VIDEOS_FILE, Manifest
 from pipeline.data.shards import read_member
 
 
@@ -73,35 +75,106 @@ class Mismatch:
     problem: str
 
 
-def verify(manifest: Manifest) -> tuple[int, list[Mismatch]]:
-    """Re-read every frame by its byte offset and compare its SHA-256 with the manifest.
+def manifest_problems(manifest: Manifest) -> list[Mismatch]:
+    """The manifests' own consistency: unique ids; every ok video has its shard and as many
+    frame rows as ``kept_frames``; per video, kept indices are 0..n-1 and frame indices and
+    timestamps strictly increase; frames belong to ok videos and name their video's shard."""
+    videos, frames = manifest.videos, manifest.frames
+    problems = [Mismatch(identifier, VIDEOS_FILE, "video id listed twice")
+                for identifier in videos["video_id"][videos["video_id"].duplicated()]]
+    ok = videos[videos["status"] == "ok"].drop_duplicates("video_id").set_index("video_id")
+    for identifier in sorted(set(frames["video_id"]) - set(ok.index)):
+        problems.append(Mismatch(identifier, FRAMES_FILE, "frame rows for a video that is not ok"))
+    by_video = dict(tuple(frames.groupby("video_id", sort=False)))
+    for identifier, video in ok.iterrows():
+        rows = by_video.get(identifier, frames.iloc[:0]).sort_values("kept_index")
+        shard = video["shard"]
+        if not isinstance(shard, str) or not manifest.shard_path(shard).is_file():
+            problems.append(Mismatch(identifier, str(shard), "shard file missing"))
+        checks = (
+            (len(rows) == video["kept_frames"],
+             f"{len(rows)} frame rows, kept_frames says {video['kept_frames']}"),
+            (rows["kept_index"].tolist() == list(range(len(rows))),
+             "kept_index is not 0..n-1"),
+            (rows["timestamp_s"].is_monotonic_increasing and rows["timestamp_s"].is_unique,
+             "timestamp_s does not strictly increase"),
+            (rows["frame_index"].is_monotonic_increasing and rows["frame_index"].is_unique,
+             "frame_index does not strictly increase"),
+            ((rows["shard"] == shard).all(), "frame rows name another shard"),
+        )
+        problems += [Mismatch(identifier, FRAMES_FILE, problem) for fine, problem in checks
+                     if not fine]
+    return problems
 
-    Also checks that every ok video has its shard and as many frame rows as ``kept_frames``.
-    Returns (frames checked, mismatches).
-    """
-    problems: list[Mismatch] = []
-    ok = manifest.videos[manifest.videos["status"] == "ok"]
-    per_video = manifest.frames.groupby("video_id").size()
-    for row in ok.itertuples():
-        if not manifest.shard_path(row.shard).is_file():
-            problems.append(Mismatch(row.video_id, row.shard, "shard file missing"))
-        elif per_video.get(row.video_id, 0) != row.kept_frames:
-            problems.append(Mismatch(row.video_id, row.shard,
-                                     f"{per_video.get(row.video_id, 0)} frame rows, "
-                                     f"kept_frames says {row.kept_frames}"))
+
+def frame_metadata(row: object) -> bytes:
+    """The exact bytes of a frame's ``.json`` member, rebuilt from its manifest row
+    (as :func:`pipeline.data.shards.write_video_shard` writes them)."""
+    pts = row.pts
+    metadata = {"video_id": row.video_id, "kept_index": int(row.kept_index),
+                "frame_index": int(row.frame_index), "timestamp_s": float(row.timestamp_s),
+                "pts": None if pd.isna(pts) else int(pts)}
+    return json.dumps(metadata, sort_keys=True).encode()
+
+
+def shard_problems(path: Path, frames: pd.DataFrame) -> list[tuple[str, str]]:
+    """Every byte of one shard checked against its manifest rows: each member's header parses
+    (tar header checksums) at the recorded place, the ``.jpg`` bytes match their SHA-256, the
+    ``.json`` bytes are exactly what the row says, nothing else is in the tar, and all padding
+    is zeros. Returns (member, problem) pairs; member ``""`` for the tar as a whole."""
+    try:
+        data = path.read_bytes()
+        with tarfile.open(path, "r:") as archive:
+            members = {info.name: info for info in archive.getmembers()}
+    except (OSError, tarfile.TarError) as error:
+        return [("", f"not a readable tar: {error}")]
+    expected: dict[str, tuple[int | None, bytes | str]] = {}
+    for row in frames.itertuples():
+        expected[row.member] = (row.offset, row.sha256)
+        expected[row.member.removesuffix(".jpg") + ".json"] = (None, frame_metadata(row))
+    problems = []
+    absent = [name for name in expected if name not in members]
+    if absent:
+        problems.append((absent[0], f"missing: {len(members)} of {len(expected)} members "
+                                    "parse (a damaged member header ends the tar early)"))
+    problems += [(name, "unexpected member") for name in members if name not in expected]
+    for name, (offset, content) in expected.items():
+        info = members.get(name)
+        if info is None:
+            continue
+        payload = data[info.offset_data:info.offset_data + info.size]
+        if offset is not None and info.offset_data != offset:
+            problems.append((name, f"at byte {info.offset_data}, the manifest says {offset}"))
+        elif isinstance(content, str) and hashlib.sha256(payload).hexdigest() != content:
+            problems.append((name, "sha256 differs"))
+        elif isinstance(content, bytes) and payload != content:
+            problems.append((name, "content differs from the manifest row"))
+    used = sorted((info.offset, info.offset_data + info.size) for info in members.values())
+    gaps = zip([end for _, end in [(0, 0), *used]], [start for start, _ in used] + [len(data)],
+               strict=True)
+    if any(data[start:end].strip(b"\0") for start, end in gaps):
+        problems.append(("", "non-zero bytes outside the members (padding or end blocks "
+                             "damaged)"))
+    return problems
+
+
+def verify(manifest: Manifest) -> tuple[int, list[Mismatch]]:
+    """Check a decoded dataset end to end: the manifests' consistency
+    (:func:`manifest_problems`) and every byte of every shard (:func:`shard_problems`).
+    (That the manifests are what was written is checked by ``load_manifest`` against
+    ``checksums.json``.) Returns (frames checked, problems)."""
+    problems = manifest_problems(manifest)
     checked = 0
-    for frame in manifest.frames.itertuples():
-        path = manifest.shard_path(frame.shard)
+    ok = manifest.videos[manifest.videos["status"] == "ok"]
+    frames = dict(tuple(manifest.frames.groupby("video_id", sort=False)))
+    for row in ok.itertuples():
+        path = manifest.shard_path(str(row.shard))
+        rows = frames.get(row.video_id, manifest.frames.iloc[:0])
         if not path.is_file():
             continue
-        checked += 1
-        try:
-            data = read_member(path, frame.offset, frame.size)
-        except OSError as error:
-            problems.append(Mismatch(frame.video_id, frame.member, str(error)))
-            continue
-        if hashlib.sha256(data).hexdigest() != frame.sha256:
-            problems.append(Mismatch(frame.video_id, frame.member, "sha256 differs"))
+        checked += len(rows)
+        problems += [Mismatch(row.video_id, member or str(row.shard), problem)
+                     for member, problem in shard_problems(path, rows)]
     return checked, problems
 
 

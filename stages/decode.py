@@ -1,19 +1,20 @@
-"""Stage decode@<dataset>: videos -> per-video WebDataset shards + Parquet manifests."""
+"""Stage decode@<dataset>: the files ``inventory@<dataset>`` listed -> per-video WebDataset
+shards + Parquet manifests."""
 
 import sys
 from pathlib import Path
 
-import typer
-
 from pipeline.config import load_params
-from pipeline.console import console, failures_table
-from pipeline.data.ingest import ingest
+from pipeline.console import console, failures_table, run_stage
+from pipeline.data.ingest import decode_sources
+from pipeline.data.manifest import SOURCES_FILE, read_sources
 
 
 def main(dataset: str, out: Path = Path("data")) -> None:
     params = load_params()
     config, source = params.decode, params.dataset(dataset)
-    summary = ingest(source.videos_path, source.labels_path, out / dataset, config)
+    sources = read_sources(out / dataset / SOURCES_FILE, source.videos_path)
+    summary = decode_sources(sources, out / dataset, config)
     counts = ", ".join(f"{count} {status}" for status, count in sorted(summary.counts.items()))
     console.print(f"decode@{dataset}: {len(summary.results)} videos ({counts}); "
                   f"decoded {summary.decoded}, reused {summary.reused}, removed {summary.removed}")
@@ -28,4 +29,4 @@ def main(dataset: str, out: Path = Path("data")) -> None:
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run_stage(main)

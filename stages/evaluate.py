@@ -3,11 +3,11 @@
 from pathlib import Path
 
 import pandas as pd
-import typer
 
 from pipeline.atomic import atomic_path, write_json, write_text
 from pipeline.card import RunCard
 from pipeline.config import load_params
+from pipeline.console import run_stage
 from pipeline.evaluate.evaluation import draw_figures, evaluate, plot_tables, selected
 
 
@@ -43,4 +43,4 @@ def main(finetune: Path = Path("models/finetune"), backbone: Path = Path("models
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run_stage(main)

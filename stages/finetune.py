@@ -6,11 +6,11 @@ Writes every run's test-fold probabilities after every epoch, and its training c
 from pathlib import Path
 
 import pandas as pd
-import typer
 
 from pipeline.atomic import atomic_path, write_text
 from pipeline.card import RunCard
 from pipeline.config import load_params
+from pipeline.console import run_stage
 from pipeline.data.manifest import load_manifest
 from pipeline.evaluate.finetune import cross_validate
 
@@ -34,4 +34,4 @@ def main(dataset: str = "downstream", data: Path = Path("data"),
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run_stage(main)

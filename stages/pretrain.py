@@ -6,9 +6,9 @@ Runs single-process, or multi-GPU as ``torchrun --nproc-per-node N stages/pretra
 from pathlib import Path
 
 import pandas as pd
-import typer
 
 from pipeline.config import load_params
+from pipeline.console import run_stage
 from pipeline.data.manifest import load_manifest
 from pipeline.pretrain.engine import pretrain
 
@@ -27,4 +27,4 @@ def main(dataset: str = "pretrain", data: Path = Path("data"),
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run_stage(main)

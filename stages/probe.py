@@ -4,11 +4,11 @@ frame and video level."""
 from pathlib import Path
 
 import pandas as pd
-import typer
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.card import RunCard
 from pipeline.config import load_params
+from pipeline.console import run_stage
 from pipeline.data.manifest import load_manifest
 from pipeline.data.splits import split_table
 from pipeline.evaluate.evaluation import scores, video_level
@@ -56,4 +56,4 @@ def main(dataset: str = "downstream", data: Path = Path("data"),
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run_stage(main)

@@ -3,11 +3,11 @@
 from pathlib import Path
 
 import pandas as pd
-import typer
 
 from pipeline.backbones import load_backbone
 from pipeline.card import RunCard
 from pipeline.config import load_params
+from pipeline.console import run_stage
 from pipeline.data.manifest import load_manifest
 from pipeline.evaluate.finetune import select_videos
 from pipeline.evaluate.representation import (
@@ -38,4 +38,4 @@ def main(dataset: str = "downstream", data: Path = Path("data"),
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run_stage(main)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from pipeline.config import load_params
+from pipeline.console import run_stage
 from pipeline.data.synthetic import write_dataset
 
 
@@ -16,4 +17,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -2,10 +2,9 @@
 
 from pathlib import Path
 
-import typer
-
 from pipeline.atomic import write_text
 from pipeline.config import load_params
+from pipeline.console import run_stage
 from pipeline.data.manifest import load_manifest
 from pipeline.data.splits import split_table
 
@@ -21,4 +20,4 @@ def main(dataset: str, out: Path = Path("data")) -> None:
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run_stage(main)

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from pipeline.data.sources import discover, list_video_files, read_labels, video_id
+from pipeline.data.sources import ID_DIGITS, discover, list_sources, read_labels, video_id
 
 NAMES = ["convex/Cov-Atlas+(44).gif", "convex/Cov-Atlas (44).gif", "convex/Cov.Atlas.44.gif",
          "linear/label_uncertain/Vir_or_Pneu prospective file4.mp4", "ü/ñame.mov",
@@ -16,7 +16,7 @@ def test_ids_are_safe_unique_and_stable():
     assert len(set(ids)) == len(ids)
     for identifier in ids:
         assert re.fullmatch(r"[A-Za-z0-9_-]+", identifier), identifier
-        assert len(identifier) <= 70
+        assert len(identifier) <= 61 + ID_DIGITS
     assert ids == [video_id(name) for name in NAMES]
     assert video_id("convex/Cov-Atlas+(44).gif").startswith("convex__Cov-Atlas_44_gif-")
 
@@ -27,12 +27,12 @@ def test_listing_skips_hidden_and_non_video_files(tmp_path):
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
-    assert list_video_files(tmp_path) == ["b.mp4", "odd.bin", "sub/a.avi"]
+    assert [s.relative_path for s in list_sources(tmp_path)] == ["b.mp4", "odd.bin", "sub/a.avi"]
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="video folder not found"):
-        list_video_files(tmp_path / "nope")
+        list_sources(tmp_path / "nope")
 
 
 def test_labels_errors_name_the_file(tmp_path):
@@ -54,11 +54,13 @@ def test_discover_joins_labels_and_reports_missing(tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label,probe,group\nconvex/a+(1).mp4,covid,convex,p1\n"
                       "gone.mp4,regular,convex,p2\n")
-    sources, missing = discover(videos, labels)
-    assert [s.relative_path for s in sources] == ["convex/a+(1).mp4", "unlabelled.mp4"]
+    sources = discover(videos, labels)
+    assert [s.relative_path for s in sources] == ["convex/a+(1).mp4", "unlabelled.mp4",
+                                                  "gone.mp4"]
     assert sources[0].labels == {"label": "covid", "probe": "convex", "group": "p1"}
     assert sources[1].labels == {}
-    assert list(missing) == ["gone.mp4"] and missing["gone.mp4"]["label"] == "regular"
+    assert [s.status for s in sources] == ["ok", "ok", "missing"]
+    assert sources[2].labels["label"] == "regular" and "no such file" in sources[2].error
 
 
 def test_labels_paths_are_normalised_and_reserved_columns_refused(tmp_path):
@@ -67,8 +69,8 @@ def test_labels_paths_are_normalised_and_reserved_columns_refused(tmp_path):
     (videos / "convex" / "a.mp4").write_bytes(b"x")
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label\n./convex/a.mp4 ,covid\n")
-    sources, missing = discover(videos, labels)
-    assert sources[0].labels == {"label": "covid"} and not missing
+    sources = discover(videos, labels)
+    assert len(sources) == 1 and sources[0].labels == {"label": "covid"}
     labels.write_text("path,label,status\nconvex/a.mp4,covid,ok\n")
     with pytest.raises(ValueError, match="status clash"):
         discover(videos, labels, reserved=frozenset({"status"}))

@@ -39,6 +39,7 @@ class DecodeTask:
     relative_path: str
     video_id: str
     content_sha256: str
+    size_bytes: int
     shard_dir: Path
     config: DecodeConfig
 
@@ -104,7 +105,7 @@ def video_row(task: DecodeTask, **values: object) -> dict[str, object]:
     """The task's ``videos.parquet`` row (labels excluded), updated with ``values``."""
     row: dict[str, object] = dict(
         video_id=task.video_id, source_path=task.relative_path,
-        content_sha256=task.content_sha256, size_bytes=task.source.stat().st_size, error=None)
+        content_sha256=task.content_sha256, size_bytes=task.size_bytes, error=None)
     row.update(values)
     return row
 

@@ -10,6 +10,12 @@ gets a status and an error message; it never stops the others.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -31,14 +37,8 @@ from pipeline.data.decode import (
     load_receipt,
     video_row,
 )
-from pipeline.data.manifest import (
-    FRAME_SCHEMA,
-    FRAMES_FILE,
-    VIDEO_SCHEMA,
-    VIDEOS_FILE,
-    write_table,
-)
-from pipeline.data.sources import LABEL_COLUMNS, SourceVideo, discover, file_sha256, video_id
+from pipeline.data.manifest import RESERVED_COLUMNS, write_manifests
+from pipeline.data.sources import HASH_CACHE, SourceFile, discover
 
 
 @dataclass
@@ -73,6 +73,30 @@ def _remove_stale(shard_dir: Path, keep_ids: set[str]) -> int:
     return removed
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """Pool initializer: the worker dies with the stage's process, even when that is killed by
+    SIGKILL (it would otherwise finish its video, then block forever on a queue nobody reads).
+    Linux: the kernel's parent-death signal; elsewhere a thread that watches the parent."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"),
+                               initializer=die_with_parent, initargs=(os.getpid(),))
+
+
 def _run_tasks(tasks: list[DecodeTask], workers: int, progress: bool) -> list[VideoResult]:
     """Run the tasks in a pool of ``workers`` processes (in-process for one worker).
 
@@ -91,7 +115,7 @@ def _run_tasks(tasks: list[DecodeTask], workers: int, progress: bool) -> list[Vi
                 bar.update()
         return results
     unfinished = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+    with _pool(workers) as pool:
         futures = {pool.submit(decode_video, task): task for task in tasks}
         with tqdm(total=len(tasks), desc="decode", unit="video", disable=not progress) as bar:
             for future in as_completed(futures):
@@ -107,7 +131,7 @@ def _run_tasks(tasks: list[DecodeTask], workers: int, progress: bool) -> list[Vi
 
 def _run_isolated(task: DecodeTask) -> VideoResult:
     """One task in a process of its own: a crash there fails this video only."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork")) as pool:
+    with _pool(1) as pool:
         try:
             return pool.submit(decode_video, task).result()
         except BrokenProcessPool:
@@ -117,36 +141,42 @@ def _run_isolated(task: DecodeTask) -> VideoResult:
 
 def ingest(videos_dir: Path, labels_csv: Path | None, out_dir: Path, config: DecodeConfig,
            progress: bool = True) -> IngestSummary:
-    """Decode every video under ``videos_dir`` into ``out_dir`` (shards + Parquet manifests).
+    """List, hash and decode every video under ``videos_dir`` into ``out_dir`` (shards +
+    Parquet manifests): :func:`~pipeline.data.sources.discover`, then :func:`decode_sources`."""
+    sources = discover(Path(videos_dir), labels_csv, reserved=RESERVED_COLUMNS,
+                       hash_cache=Path(out_dir) / HASH_CACHE)
+    return decode_sources(sources, out_dir, config, progress)
 
-    Rows of labels.csv that name no file get status ``missing``.
-    """
-    computed = frozenset(VIDEO_SCHEMA.names) - LABEL_COLUMNS
-    sources, missing = discover(Path(videos_dir), labels_csv, reserved=computed)
+
+def decode_sources(sources: list[SourceFile], out_dir: Path, config: DecodeConfig,
+                   progress: bool = True) -> IngestSummary:
+    """Decode the ``ok`` entries of ``sources`` into ``out_dir``; every other entry (and every
+    video that fails) becomes a manifest row with its status and error."""
     shard_dir = Path(out_dir) / SHARDS_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(Path(out_dir))
-    removed = _remove_stale(shard_dir, {source.video_id for source in sources})
-    tasks = [_task(source, shard_dir, config) for source in sources]
-    cached = {task.video_id: load_receipt(task) for task in tasks}
+    removed = _remove_stale(shard_dir, {source.video_id for source in sources if source.ok})
+    tasks = {source.video_id: _task(source, shard_dir, config)
+             for source in sources if source.ok}
+    cached = {identifier: load_receipt(task) for identifier, task in tasks.items()}
     # Largest files first: the pool's last tasks are short, so no worker idles at the end.
-    todo = sorted((task for task in tasks if cached[task.video_id] is None),
-                  key=lambda task: task.source.stat().st_size, reverse=True)
+    todo = sorted((task for identifier, task in tasks.items() if cached[identifier] is None),
+                  key=lambda task: task.size_bytes, reverse=True)
     fresh = {result.video["video_id"]: result
              for result in _run_tasks(todo, config.workers, progress)}
-    results = [cached[task.video_id] or fresh[task.video_id] for task in tasks]
-    results += [VideoResult({"video_id": video_id(path), "source_path": path, "status": "missing",
-                             "error": "listed in labels.csv but no such file"})
-                for path in missing]
-    labels = {source.video_id: source.labels for source in sources}
-    labels.update({video_id(path): row for path, row in missing.items()})
-    rows = [{**result.video, **_clean_labels(labels[result.video["video_id"]])}
-            for result in results]
-    write_table(rows, VIDEO_SCHEMA, Path(out_dir) / VIDEOS_FILE)
-    write_table([frame for result in results for frame in result.frames], FRAME_SCHEMA,
-                Path(out_dir) / FRAMES_FILE)
+    results = [(cached.get(source.video_id) or fresh[source.video_id]) if source.ok
+               else VideoResult(_skipped_row(source)) for source in sources]
+    rows = [{**result.video, **_clean_labels(source.labels)}
+            for source, result in zip(sources, results, strict=True)]
+    write_manifests(Path(out_dir), rows, [frame for result in results for frame in result.frames])
     return IngestSummary(results, decoded=len(todo), reused=len(tasks) - len(todo),
                          removed=removed)
+
+
+def _skipped_row(source: SourceFile) -> dict[str, object]:
+    return {"video_id": source.video_id, "source_path": source.relative_path,
+            "content_sha256": source.content_sha256, "size_bytes": source.size_bytes,
+            "status": source.status, "error": source.error}
 
 
 def _clean_labels(labels: dict[str, object]) -> dict[str, object]:
@@ -154,7 +184,7 @@ def _clean_labels(labels: dict[str, object]) -> dict[str, object]:
     return {name: (None if value in ("", None) else str(value)) for name, value in labels.items()}
 
 
-def _task(source: SourceVideo, shard_dir: Path, config: DecodeConfig) -> DecodeTask:
+def _task(source: SourceFile, shard_dir: Path, config: DecodeConfig) -> DecodeTask:
     return DecodeTask(source=source.path, relative_path=source.relative_path,
-                      video_id=source.video_id, content_sha256=file_sha256(source.path),
-                      shard_dir=shard_dir, config=config)
+                      video_id=source.video_id, content_sha256=source.content_sha256,
+                      size_bytes=source.size_bytes, shard_dir=shard_dir, config=config)

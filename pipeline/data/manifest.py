@@ -1,12 +1,18 @@
-"""Parquet manifests of a decoded dataset: ``videos.parquet`` and ``frames.parquet``.
+"""Parquet manifests of a decoded dataset: ``videos.parquet`` and ``frames.parquet``, plus the
+listing they were decoded from, ``sources.parquet``.
 
-Both are written atomically with the fixed schemas below (documented in the README); paths in
+All are written atomically with the fixed schemas below (documented in the README); paths in
 them are relative to the manifest's folder, so a dataset folder can be moved as a whole.
 ``videos.parquet`` carries any further labels.csv columns after the fixed ones, as text.
+``checksums.json``, written last, records both manifests' SHA-256: :func:`load_manifest`
+refuses a manifest that no longer matches it, or that does not parse.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +20,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_path, write_json
+from pipeline.data.sources import LABEL_COLUMNS, SourceFile
 
 VIDEOS_FILE = "videos.parquet"
 FRAMES_FILE = "frames.parquet"
+SOURCES_FILE = "sources.parquet"
+CHECKSUMS_FILE = "checksums.json"
 
 VIDEO_SCHEMA = pa.schema([
     ("video_id", pa.string()),
@@ -58,6 +67,23 @@ FRAME_SCHEMA = pa.schema([
 ])
 
 
+RESERVED_COLUMNS = frozenset(VIDEO_SCHEMA.names) - LABEL_COLUMNS  # labels.csv may not use these
+
+SOURCE_SCHEMA = pa.schema([
+    ("video_id", pa.string()),
+    ("source_path", pa.string()),        # display form: NFC, non-UTF-8 bytes as \\xNN
+    ("fs_path", pa.binary()),            # the name on disk, relative to the video folder
+    ("status", pa.string()),             # ok | unreadable | special_file | outside_root | ...
+    ("error", pa.string()),
+    ("content_sha256", pa.string()),
+    ("size_bytes", pa.int64()),
+])
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be trusted: unparsable, or not what was written."""
+
+
 def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> None:
     """Write ``rows`` as Parquet with ``schema`` (extra keys become text columns), atomically."""
     extra = sorted({key for row in rows for key in row} - set(schema.names))
@@ -65,6 +91,64 @@ def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> None:
     table = pa.Table.from_pylist(rows, schema=full)
     with atomic_path(path) as temporary:
         pq.write_table(table, temporary)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_manifests(folder: Path, videos: list[dict], frames: list[dict]) -> None:
+    """``videos.parquet`` and ``frames.parquet``, then ``checksums.json`` recording both."""
+    write_table(videos, VIDEO_SCHEMA, folder / VIDEOS_FILE)
+    write_table(frames, FRAME_SCHEMA, folder / FRAMES_FILE)
+    write_json(folder / CHECKSUMS_FILE, {name: sha256_of(folder / name)
+                                         for name in (VIDEOS_FILE, FRAMES_FILE)})
+
+
+def write_sources(sources: list[SourceFile], path: Path) -> None:
+    """The listing (one row per entry, labels as extra text columns), for the decode stage."""
+    write_table([{"video_id": source.video_id, "source_path": source.relative_path,
+                  "fs_path": os.fsencode(source.path.relative_to(source.root)),
+                  "status": source.status, "error": source.error,
+                  "content_sha256": source.content_sha256, "size_bytes": source.size_bytes,
+                  **source.labels} for source in sources], SOURCE_SCHEMA, path)
+
+
+def read_sources(path: Path, root: Path) -> list[SourceFile]:
+    """The entries :func:`write_sources` wrote, with their files under ``root``."""
+    table = read_table(path)
+    labels = [name for name in table.columns if name not in SOURCE_SCHEMA.names]
+    return [SourceFile(root, row["source_path"], root / os.fsdecode(row["fs_path"]),
+                       row["status"], row["error"],
+                       {name: row[name] for name in labels},
+                       row["content_sha256"],
+                       None if pd.isna(row["size_bytes"]) else int(row["size_bytes"]))
+            for row in table.to_dict("records")]
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A Parquet file as a DataFrame; a file that does not parse is a :class:`ManifestError`
+    naming it."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as error:
+        raise ManifestError(f"{path}: not a readable Parquet manifest (corrupt or cut short?): "
+                            f"{error}") from error
+
+
+def check_checksums(root: Path) -> list[str]:
+    """Problems of the manifests against ``checksums.json`` (none if it is absent: datasets
+    decoded before it existed)."""
+    sidecar = Path(root) / CHECKSUMS_FILE
+    if not sidecar.is_file():
+        return []
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return [f"{sidecar}: unreadable ({error})"]
+    return [f"{Path(root) / name}: SHA-256 differs from {CHECKSUMS_FILE} (changed or corrupted "
+            "since it was written)" for name in (VIDEOS_FILE, FRAMES_FILE)
+            if recorded.get(name) != sha256_of(Path(root) / name)]
 
 
 @dataclass(frozen=True)
@@ -89,11 +173,15 @@ class Manifest:
 
 
 def load_manifest(root: Path) -> Manifest:
-    """Read a dataset folder's manifests; a clear error if it has not been decoded yet."""
+    """Read a dataset folder's manifests; a clear error if it has not been decoded yet, and a
+    :class:`ManifestError` naming the file if one does not parse or match its checksum."""
     root = Path(root)
     missing = [name for name in (VIDEOS_FILE, FRAMES_FILE) if not (root / name).is_file()]
     if missing:
         raise FileNotFoundError(
             f"no manifest in {root} (missing {', '.join(missing)}): run `dvc repro` "
             "(or the decode stage) first, or pass the folder that holds videos.parquet")
-    return Manifest(root, pd.read_parquet(root / VIDEOS_FILE), pd.read_parquet(root / FRAMES_FILE))
+    problems = check_checksums(root)
+    if problems:
+        raise ManifestError("; ".join(problems))
+    return Manifest(root, read_table(root / VIDEOS_FILE), read_table(root / FRAMES_FILE))

@@ -1,127 +1,325 @@
-"""Source videos of a dataset: which files, their stable ids, their labels.
+"""Source files of a dataset: a safe listing, unique stable ids, content hashes, labels.
 
 A dataset is a folder of videos (any depth) plus an optional ``labels.csv`` in the POCUS schema
 (``path,label,probe,group,...``, ``path`` relative to the folder). Videos without a row are
 unlabelled; that is normal for self-supervised pretraining.
+
+The listing never opens anything but regular files inside the root, and never stops for one
+entry: every problem becomes that entry's ``status`` with an ``error`` naming the cause
+(docs/reliability.md). The policy:
+
+- hidden entries (``.name``) and obvious non-video files (``.csv``, ``.txt``, ...) are skipped;
+- a symbolic link (to a file or a folder) is followed only when it resolves inside the root;
+  otherwise the entry gets ``outside_root`` and is never opened. A dangling link gets
+  ``broken_link``, a link cycle ``link_loop``; a folder reached a second time through a link is
+  listed once;
+- named pipes, sockets and devices get ``special_file`` and are never opened (opening a pipe
+  blocks forever);
+- a file or folder that cannot be read gets ``unreadable``;
+- names are matched to ``labels.csv`` rows after Unicode NFC normalisation (a macOS NFD name
+  matches its NFC row); a name that is not valid UTF-8 is shown with ``\\xNN`` escapes and
+  decoded like any other file;
+- ids are unique by construction (:func:`video_id`); should two entries still share one, both
+  get ``id_collision`` naming the other.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
+import os
 import re
-from dataclasses import dataclass, field
+import stat
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from pipeline.atomic import write_json
+
 LABEL_COLUMNS = frozenset({"label", "probe", "group", "uncertain"})
 NOT_VIDEO_SUFFIXES = {".csv", ".txt", ".md", ".json", ".yaml", ".yml", ".parquet", ".pdf"}
+HASH_CACHE = ".hash-cache.json"  # content hashes kept between listings (HashCache)
+ID_DIGITS = 16  # hex digits of the path digest in an id: 64 bits, no collision by chance
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 _MAX_STEM = 60
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def display_name(name: str) -> str:
+    """A file name as text: NFC-normalised, bytes that are not UTF-8 shown as ``\\xNN``."""
+    return unicodedata.normalize("NFC", os.fsencode(name).decode("utf-8", "backslashreplace"))
 
 
 def video_id(relative_path: str) -> str:
-    """Stable, filesystem- and WebDataset-safe id derived from the path relative to the root.
+    """Stable, filesystem- and WebDataset-safe id of a path relative to the root.
 
     Path components are reduced to ``[A-Za-z0-9-]`` runs joined by ``_`` (components by ``__``),
-    then an 8-hex digest of the exact relative path is appended, so two names that sanitise
-    alike stay distinct and an id never changes when other videos are added. No dots: WebDataset
-    splits keys at the first dot. ``convex/Cov-Atlas+(44).gif`` -> ``convex__Cov-Atlas_44_gif-<h>``.
+    then 16 hex digits of the SHA-1 of the NFC-normalised path are appended, so names that
+    sanitise alike stay distinct and an id never changes when other videos are added. No dots:
+    WebDataset splits keys at the first dot.
+    ``convex/Cov-Atlas+(44).gif`` -> ``convex__Cov-Atlas_44_gif-<16 hex>``.
     """
+    relative_path = unicodedata.normalize("NFC", relative_path)
     parts = [_UNSAFE.sub("_", part).strip("_") for part in PurePosixPath(relative_path).parts]
     stem = "__".join(part for part in parts if part)[:_MAX_STEM].strip("_") or "video"
-    digest = hashlib.sha1(relative_path.encode("utf-8")).hexdigest()[:8]
-    return f"{stem}-{digest}"
+    digest = hashlib.sha1(relative_path.encode("utf-8", "backslashreplace")).hexdigest()
+    return f"{stem}-{digest[:ID_DIGITS]}"
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    """SHA-256 of a regular file's bytes. Opened without blocking and checked after opening,
+    so a file swapped for a pipe since it was listed raises instead of hanging."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        digest = hashlib.sha256()
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
 
 
 @dataclass(frozen=True)
-class SourceVideo:
-    """One source file: where it is, its id, and its labels.csv row (empty if unlabelled)."""
+class SourceFile:
+    """One entry of a dataset: a file to decode (``status == "ok"``) or why it is not one.
+
+    ``relative_path`` is the display form (:func:`display_name` per component, ``/``-joined),
+    the key for labels.csv; ``path`` is where the file is opened.
+    """
 
     root: Path
     relative_path: str
+    path: Path
+    status: str = "ok"
+    error: str | None = None
     labels: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def path(self) -> Path:
-        return self.root / self.relative_path
+    content_sha256: str | None = None
+    size_bytes: int | None = None
 
     @property
     def video_id(self) -> str:
         return video_id(self.relative_path)
 
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
-def list_video_files(root: Path) -> list[str]:
-    """Relative POSIX paths of candidate video files under ``root``, sorted.
 
-    Hidden files and obvious non-video files (csv, txt, ...) are skipped; everything else is
-    tried, because the container is probed, not guessed from the extension.
+def _special_kind(mode: int) -> str | None:
+    return next((kind for test, kind in _SPECIAL_KINDS if test(mode)), None)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def list_sources(root: Path) -> list[SourceFile]:
+    """Every candidate entry under ``root`` (see the module's policy), sorted by path.
+
+    Only a missing root is an error; anything below it becomes an entry's status.
     """
+    root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"video folder not found: {root}")
-    files = []
-    for path in root.rglob("*"):
-        relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
-            continue
-        if path.suffix.lower() in NOT_VIDEO_SUFFIXES:
-            continue
-        files.append(relative.as_posix())
-    return sorted(files)
+    real_root = os.path.realpath(root)
+    visited = {real_root}
+    entries: list[SourceFile] = []
+
+    def entry(parts: list[str], path: Path, status: str = "ok", error: str | None = None
+              ) -> SourceFile:
+        relative = "/".join(display_name(part) for part in parts)
+        return SourceFile(root, relative, path, status,
+                          None if error is None else f"{relative}: {error}")
+
+    def walk(folder: Path, parts: list[str]) -> Iterator[SourceFile]:
+        try:
+            with os.scandir(folder) as scan:
+                children = sorted(scan, key=lambda child: child.name)
+        except OSError as error:
+            yield entry(parts, folder, "unreadable", f"cannot list this folder: {error.strerror}")
+            return
+        for child in children:
+            if child.name.startswith("."):
+                continue
+            path, names = Path(child.path), [*parts, child.name]
+            try:
+                mode = child.stat(follow_symlinks=False).st_mode
+                if stat.S_ISLNK(mode):
+                    target = os.path.realpath(path)
+                    if not _inside(target, real_root):
+                        yield entry(names, path, "outside_root", "a link to a place outside the "
+                                    "dataset folder; not followed (never opened)")
+                        continue
+                    mode = os.stat(path).st_mode  # inside the root: take the target's type
+            except OSError as error:
+                status, cause = (("link_loop", "a cycle of symbolic links")
+                                 if error.errno == errno.ELOOP else
+                                 ("broken_link", "a symbolic link to nothing (dangling)")
+                                 if error.errno == errno.ENOENT else
+                                 ("unreadable", f"cannot stat: {error.strerror}"))
+                yield entry(names, path, status, cause)
+                continue
+            if stat.S_ISDIR(mode):
+                real = os.path.realpath(path)
+                if real not in visited:  # a folder linked twice (or a link to an ancestor)
+                    visited.add(real)
+                    yield from walk(path, names)
+            elif path.suffix.lower() in NOT_VIDEO_SUFFIXES:
+                continue
+            elif stat.S_ISREG(mode):
+                yield entry(names, path)
+            else:
+                yield entry(names, path, "special_file", f"is {_special_kind(mode)}, not a "
+                            "regular file; skipped (never opened)")
+
+    entries = list(walk(root, []))
+    return sorted(entries, key=lambda source: source.relative_path)
 
 
 def read_labels(csv_path: Path, reserved: frozenset[str] = frozenset()) -> pd.DataFrame:
     """Read a labels.csv; ``path`` is required and unique, all other columns are kept as text.
 
-    Paths are normalised (``./a.mp4`` and ``a.mp4`` name the same file). Columns in ``reserved``
-    (names the pipeline computes itself) are an error rather than silently overwritten.
+    Paths are normalised (``./a.mp4`` and ``a.mp4`` name the same file; Unicode NFC). Columns
+    in ``reserved`` (names the pipeline computes itself) are an error rather than silently
+    overwritten. Every error names the file.
     """
     if not csv_path.is_file():
         raise FileNotFoundError(f"labels file not found: {csv_path} (for unlabelled videos set "
                                 "the dataset's labels param to null)")
-    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{csv_path}: not UTF-8 text ({error.reason} at byte {error.start}); "
+                         "save it as UTF-8") from error
+    except pd.errors.EmptyDataError as error:
+        raise ValueError(f"{csv_path}: empty file (expected a header with a 'path' column)"
+                         ) from error
+    except pd.errors.ParserError as error:
+        raise ValueError(f"{csv_path}: not a valid CSV file ({error})") from error
     if "path" not in table.columns:
         raise ValueError(f"{csv_path}: no 'path' column (columns: {', '.join(table.columns)})")
     clashing = sorted(set(table.columns) & reserved)
     if clashing:
         raise ValueError(f"{csv_path}: column(s) {', '.join(clashing)} clash with columns the "
                          "pipeline computes; rename them")
-    table["path"] = [PurePosixPath(path.strip().replace("\\", "/")).as_posix()
-                     for path in table["path"]]
+    table["path"] = [unicodedata.normalize("NFC", PurePosixPath(
+        path.strip().replace("\\", "/")).as_posix()) for path in table["path"]]
     duplicated = table["path"][table["path"].duplicated()].tolist()
     if duplicated:
         raise ValueError(f"{csv_path}: paths listed twice: {', '.join(duplicated[:5])}")
     return table
 
 
-def discover(root: Path, labels_csv: Path | None, reserved: frozenset[str] = frozenset()
-             ) -> tuple[list[SourceVideo], dict[str, dict[str, object]]]:
-    """The dataset's videos, and the labels.csv rows that name no file (by path; not raised).
+def _unlisted(root: Path, relative: str) -> tuple[str, str]:
+    """Status and message for a labels.csv row that names no listed file (never opened)."""
+    if PurePosixPath(relative).is_absolute() or ".." in PurePosixPath(relative).parts:
+        return "outside_root", f"{relative}: path leaves the dataset folder; not read"
+    path = root / relative
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return "missing", f"{relative}: listed in labels.csv but no such file"
+    if stat.S_ISDIR(mode):
+        return "missing", f"{relative}: listed in labels.csv but is a folder, not a video file"
+    if any(part.startswith(".") for part in PurePosixPath(relative).parts):
+        return "missing", f"{relative}: listed in labels.csv but hidden files are skipped"
+    if path.suffix.lower() in NOT_VIDEO_SUFFIXES:
+        return "missing", (f"{relative}: listed in labels.csv but {path.suffix} files are "
+                           "not videos")
+    return "missing", f"{relative}: listed in labels.csv but not a listable file"
+
+
+def _mark_collisions(sources: list[SourceFile]) -> list[SourceFile]:
+    counts = Counter(source.video_id for source in sources)
+    clashing = {identifier for identifier, count in counts.items() if count > 1}
+    if not clashing:
+        return sources
+    paths: dict[str, list[str]] = {}
+    for source in sources:
+        paths.setdefault(source.video_id, []).append(source.relative_path)
+    return [source if source.video_id not in clashing else replace(
+        source, status="id_collision", error=(
+            f"{source.relative_path}: same id {source.video_id} as "
+            + ", ".join(p for p in paths[source.video_id] if p != source.relative_path)
+            + " (names that differ only in Unicode normalisation?); rename one"))
+        for source in sources]
+
+
+class HashCache:
+    """Content hashes of files, reused while a file's size, mtime and inode are unchanged
+    (as DVC's state database does), so re-listing a large root reads only changed files."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: dict[str, list] = {}
+        if path is not None and path.is_file():
+            try:
+                self.entries = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self.entries = {}
+        self.used: dict[str, list] = {}
+
+    def sha256(self, source: SourceFile) -> tuple[str, int]:
+        info = source.path.stat()
+        key = [info.st_size, info.st_mtime_ns, info.st_ino]
+        cached = self.entries.get(source.relative_path)
+        digest = cached[3] if cached and cached[:3] == key else file_sha256(source.path)
+        self.used[source.relative_path] = [*key, digest]
+        return digest, info.st_size
+
+    def save(self) -> None:
+        if self.path is not None:
+            write_json(self.path, self.used)
+
+
+def hashed(source: SourceFile, cache: HashCache) -> SourceFile:
+    """``source`` with its content hash and size, or status ``unreadable`` naming the cause."""
+    if not source.ok:
+        return source
+    try:
+        digest, size = cache.sha256(source)
+    except OSError as error:
+        return replace(source, status="unreadable",
+                       error=f"{source.relative_path}: cannot read: {error.strerror or error}")
+    return replace(source, content_sha256=digest, size_bytes=size)
+
+
+def discover(root: Path, labels_csv: Path | None, reserved: frozenset[str] = frozenset(),
+             hash_cache: Path | None = None) -> list[SourceFile]:
+    """The dataset's entries with their hashes and labels, and one ``missing`` (or
+    ``outside_root``) entry per labels.csv row that names no listed file.
 
     ``reserved``: column names labels.csv may not use (see :func:`read_labels`).
+    ``hash_cache``: a JSON file that keeps content hashes between runs (:class:`HashCache`).
+    Raises only for the dataset as a whole: no root, no entry at all, an unreadable
+    labels.csv or one whose paths match nothing.
     """
-    files = list_video_files(root)
-    if not files:
+    root = Path(root)
+    listed = list_sources(root)
+    if not listed:
         raise FileNotFoundError(f"no video files found under {root}")
     rows: dict[str, dict[str, object]] = {}
     if labels_csv is not None:
         table = read_labels(labels_csv, reserved)
         rows = {row.pop("path"): row for row in table.to_dict("records")}
-        if rows and not set(rows) & set(files):
+        paths = {source.relative_path for source in listed}
+        if rows and not set(rows) & paths:
             raise ValueError(f"{labels_csv}: no path matches a file under {root} (paths must be "
                              f"relative to that folder; first row: {next(iter(rows))!r}, first "
-                             f"file: {files[0]!r})")
-    missing = {path: rows[path] for path in sorted(set(rows) - set(files))}
-    sources = [SourceVideo(root, path, rows.get(path, {})) for path in files]
-    ids = [source.video_id for source in sources]
-    if len(set(ids)) != len(ids):  # pragma: no cover - an 8-hex digest collision
-        raise ValueError(f"{root}: two videos map to the same id; rename one of them")
-    return sources, missing
+                             f"file: {listed[0].relative_path!r})")
+    cache = HashCache(hash_cache)
+    sources = [replace(hashed(source, cache), labels=rows.get(source.relative_path, {}))
+               for source in listed]
+    cache.save()
+    listed_paths = {source.relative_path for source in sources}
+    for relative in sorted(set(rows) - listed_paths):
+        status, error = _unlisted(root, relative)
+        sources.append(SourceFile(root, relative, root / relative, status, error,
+                                  labels=rows[relative]))
+    return _mark_collisions(sources)

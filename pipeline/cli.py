@@ -79,6 +79,10 @@ def summary(dataset: DatasetOption = "pretrain", data_root: DataRootOption = Pat
         stats.add_row(key, *("-" if values[s] is None else f"{values[s]:.2f}"
                              for s in ("min", "median", "mean", "max")))
     console.print(stats)
+    for copy in info["copies_across_groups"]:
+        error_line(f"identical files in groups {', '.join(copy['groups'])}: "
+                   f"{', '.join(copy['videos'])} (the split keeps them on one side)",
+                   label="warning:")
 
 
 @app.command()
@@ -161,11 +165,12 @@ def report(runs: Annotated[list[Path], typer.Argument(
     """One comparison table across experiments (Markdown + HTML with figures embedded)."""
     try:
         loaded = [Run.load(folder) for folder in runs]
+        pages = markdown(loaded, title, output.parent), html_page(loaded, title)
     except (FileNotFoundError, KeyError, ValueError) as error:
         error_line(str(error))
         raise typer.Exit(2) from error
-    write_text(output.with_suffix(".md"), markdown(loaded, title, output.parent))
-    write_text(output.with_suffix(".html"), html_page(loaded, title))
+    write_text(output.with_suffix(".md"), pages[0])
+    write_text(output.with_suffix(".html"), pages[1])
     console.print(f"wrote {output.with_suffix('.md')} and {output.with_suffix('.html')} "
                   f"({len(loaded)} runs)")
 

@@ -24,7 +24,8 @@ DEBUG_VARIABLE = "USPIPE_DEBUG"
 
 
 def error_line(message: str, label: str = "error:") -> None:
-    console.print(Text.assemble((label, "bold red"), " ", message))
+    """``error: message`` in red, on one line however long (paths stay greppable)."""
+    console.print(Text.assemble((label, "bold red"), " ", message), soft_wrap=True)
 
 
 def failures_table(videos: pd.DataFrame, title: str = "videos that failed") -> Table:

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 from pipeline.atomic import atomic_path
 from pipeline.data.manifest import FRAMES_FILE, VIDEOS_FILE, Manifest
 from pipeline.data.shards import read_member
+from pipeline.data.splits import copies_across_groups
 
 
 def _distribution(values: pd.Series) -> dict[str, float | None]:
@@ -54,6 +55,7 @@ def dataset_summary(manifest: Manifest) -> dict[str, object]:
         "fps": _distribution(ok["fps"]),
         "duration_s": _distribution(ok["duration_s"]),
         "kept_frames_per_video": _distribution(ok["kept_frames"]),
+        "copies_across_groups": copies_across_groups(ok),
     }
 
 

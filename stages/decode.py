@@ -5,9 +5,10 @@ import sys
 from pathlib import Path
 
 from pipeline.config import load_params
-from pipeline.console import console, failures_table, run_stage
+from pipeline.console import console, error_line, failures_table, run_stage
 from pipeline.data.ingest import decode_sources
-from pipeline.data.manifest import SOURCES_FILE, read_sources
+from pipeline.data.manifest import SOURCES_FILE, load_manifest, read_sources
+from pipeline.data.splits import copies_across_groups
 
 
 def main(dataset: str, out: Path = Path("data")) -> None:
@@ -20,6 +21,11 @@ def main(dataset: str, out: Path = Path("data")) -> None:
                   f"decoded {summary.decoded}, reused {summary.reused}, removed {summary.removed}")
     if summary.failures:
         console.print(failures_table(summary.as_frame()))
+    videos = load_manifest(out / dataset).videos
+    for copy in copies_across_groups(videos[videos["status"] == "ok"]):
+        error_line(f"identical files in groups {', '.join(copy['groups'])}: "
+                   f"{', '.join(copy['videos'])} (split@{dataset} keeps them on one side)",
+                   label="warning:")
     ok = summary.counts.get("ok", 0)
     if ok == 0:
         sys.exit(f"decode@{dataset}: no video decoded")

@@ -6,7 +6,7 @@ from pipeline.atomic import write_text
 from pipeline.config import load_params
 from pipeline.console import run_stage
 from pipeline.data.manifest import load_manifest
-from pipeline.data.splits import split_table
+from pipeline.data.splits import copies_across_groups, split_table
 
 
 def main(dataset: str, out: Path = Path("data")) -> None:
@@ -15,8 +15,11 @@ def main(dataset: str, out: Path = Path("data")) -> None:
     table = split_table(manifest.videos, params.split.val_fraction, params.split.seed,
                         params.dataset(dataset).folds)
     write_text(out / dataset / "split.csv", table.to_csv(index=False))
+    copies = copies_across_groups(manifest.videos[manifest.videos["status"] == "ok"])
     print(f"split@{dataset}: {table['split'].value_counts().to_dict()} videos"
-          + (f", {table['fold'].nunique()} folds" if "fold" in table else ""))
+          + (f", {table['fold'].nunique()} folds" if "fold" in table else "")
+          + (f"; groups merged for {len(copies)} file(s) present in several groups (see "
+             "`uspipe summary`)" if copies else ""))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """``dvc repro`` on the embedded sample in a fresh copy of the project; a rerun is a no-op."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,10 +57,16 @@ def test_repro_builds_everything_then_is_a_no_op(project):
         assert set(split["video_id"]) == set(videos["video_id"])
         assert ("fold" in split.columns) == folds
 
+    # Only the inventory stages run again (always_changed: they re-list the roots, since DVC
+    # cannot hash an arbitrary root); their unchanged listings leave every other stage cached.
     second = dvc(project, "repro")
-    assert "Running stage" not in second
-    assert "Data and pipelines are up to date" in second
-    assert dvc(project, "status").strip().endswith("Data and pipelines are up to date.")
+    assert sorted(ran(second)) == ["inventory@downstream", "inventory@pretrain"]
+    status = dvc(project, "status")
+    assert "decode@" not in status and "split@" not in status
+
+
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
 
 
 def test_changing_split_params_reruns_only_the_splits(project):
@@ -70,3 +77,36 @@ def test_changing_split_params_reruns_only_the_splits(project):
     assert "Running stage 'split@pretrain'" in rerun
     assert "Running stage 'decode@pretrain'" not in rerun
     assert "Running stage 'sample_data'" not in rerun
+
+
+def test_exp_run_on_a_hostile_root_finishes_and_lists_every_entry(project, tmp_path):
+    """`dvc exp run -S data.downstream.root=...`, the documented way to run your own data, on a
+    root with a named pipe, a dangling link, a link loop and links out of the root: DVC never
+    hashes the root (the inventory stage lists it), so nothing hangs or fails."""
+    dvc(project, "repro", "decode@downstream")
+    root = tmp_path / "hostile"
+    (root / "videos").mkdir(parents=True)
+    clips = sorted((project / "data/sample/downstream/videos").rglob("*.mp4"))[:2]
+    for clip in clips:
+        shutil.copy(clip, root / "videos" / clip.name)
+    outside = tmp_path / "elsewhere.mp4"
+    shutil.copy(clips[0], outside)
+    os.mkfifo(root / "videos" / "pipe.mp4")
+    (root / "videos" / "dangling.mp4").symlink_to(tmp_path / "nothing.mp4")
+    (root / "videos" / "loop_a.mp4").symlink_to(root / "videos" / "loop_b.mp4")
+    (root / "videos" / "loop_b.mp4").symlink_to(root / "videos" / "loop_a.mp4")
+    (root / "videos" / "outside.mp4").symlink_to(outside)
+    (root / "videos" / "inside.mp4").symlink_to(root / "videos" / clips[1].name)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "run", "decode@downstream",
+         "-S", f"data.downstream.root={root}", "-S", "data.downstream.labels=null"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    videos = pd.read_parquet(project / "data/downstream/videos.parquet")
+    status = dict(zip(videos["source_path"], videos["status"], strict=True))
+    assert status == {clips[0].name: "ok", clips[1].name: "ok", "inside.mp4": "ok",
+                      "pipe.mp4": "special_file", "dangling.mp4": "broken_link",
+                      "loop_a.mp4": "link_loop", "loop_b.mp4": "link_loop",
+                      "outside.mp4": "outside_root"}

@@ -132,7 +132,7 @@ def decode_video(task: DecodeTask) -> VideoResult:
                                config.skip_nonref),
                 config.jpeg_quality)
             stream_info.update(frames=decoder.frames, decoded_frames=decoder.decoded_frames,
-                               kept_frames=len(records))
+                               kept_frames=len(records), rotation=decoder.rotation)
             if not config.max_frames or len(records) < config.max_frames:  # decoded to the end
                 stream_info["duration_s"] = _decoded_duration(decoder)
                 _check_not_truncated(stream_info["duration_s"], info.stream_duration_s)
@@ -147,7 +147,8 @@ def decode_video(task: DecodeTask) -> VideoResult:
         shard.unlink(missing_ok=True)
         expected = isinstance(error, DecodeError)
         status = error.status if expected else "error"
-        message = str(error) if expected else f"{type(error).__name__}: {error}"
+        message = f"{task.relative_path}: " + (str(error) if expected
+                                                else f"{type(error).__name__}: {error}")
         for count in ("frames", "decoded_frames", "kept_frames"):
             stream_info.pop(count, None)
         result = VideoResult(video_row(task, **stream_info, status=status, error=message))

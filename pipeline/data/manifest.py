@@ -37,6 +37,7 @@ VIDEO_SCHEMA = pa.schema([
     ("codec", pa.string()),
     ("width", pa.int32()),
     ("height", pa.int32()),
+    ("rotation", pa.int32()),            # display rotation applied to the frames (degrees ccw)
     ("fps", pa.float64()),               # nominal (guessed) frame rate of the stream
     ("duration_s", pa.float64()),        # decoded span + one frame; header value if not decoded
     ("frames", pa.int32()),              # frames in the stream (up to max_frames' cut)
@@ -116,14 +117,15 @@ def write_sources(sources: list[SourceFile], path: Path) -> None:
 
 def read_sources(path: Path, root: Path) -> list[SourceFile]:
     """The entries :func:`write_sources` wrote, with their files under ``root``."""
-    table = read_table(path)
-    labels = [name for name in table.columns if name not in SOURCE_SCHEMA.names]
-    return [SourceFile(root, row["source_path"], root / os.fsdecode(row["fs_path"]),
-                       row["status"], row["error"],
-                       {name: row[name] for name in labels},
-                       row["content_sha256"],
-                       None if pd.isna(row["size_bytes"]) else int(row["size_bytes"]))
-            for row in table.to_dict("records")]
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (OSError, pa.ArrowException) as error:
+        raise ManifestError(f"{path}: not a readable Parquet listing: {error}") from error
+    return [SourceFile(root, row.pop("source_path"), root / os.fsdecode(row.pop("fs_path")),
+                       row.pop("status"), row.pop("error"),
+                       content_sha256=row.pop("content_sha256"), size_bytes=row.pop("size_bytes"),
+                       labels={name: value for name, value in row.items() if name != "video_id"})
+            for row in rows]
 
 
 def read_table(path: Path) -> pd.DataFrame:

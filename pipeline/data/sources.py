@@ -151,12 +151,12 @@ def list_sources(root: Path) -> list[SourceFile]:
             try:
                 mode = child.stat(follow_symlinks=False).st_mode
                 if stat.S_ISLNK(mode):
-                    target = os.path.realpath(path)
-                    if not _inside(target, real_root):
+                    target_mode = os.stat(path).st_mode  # a dangling link or a loop raises
+                    if not _inside(os.path.realpath(path), real_root):
                         yield entry(names, path, "outside_root", "a link to a place outside the "
                                     "dataset folder; not followed (never opened)")
                         continue
-                    mode = os.stat(path).st_mode  # inside the root: take the target's type
+                    mode = target_mode  # inside the root: take the target's type
             except OSError as error:
                 status, cause = (("link_loop", "a cycle of symbolic links")
                                  if error.errno == errno.ELOOP else

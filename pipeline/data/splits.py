@@ -1,7 +1,9 @@
 """Seeded, grouped, stratified video-level splits: the 8:2 train/val split and k-fold assignment.
 
 Units of assignment are groups (the ``group`` column: patient or source; a video without a group
-is its own group), so no video and no group is ever on both sides. Groups are placed one at a
+is its own group), so no video and no group is ever on both sides. Groups that hold copies of one
+file (the same ``content_sha256``) are merged into one unit first: a copy on each side would
+leak the test video into training. Groups are placed one at a
 time, largest first (ties in a seeded random order), each into the part whose per-label video
 counts fall furthest short of that part's target share: a greedy form of stratified group
 k-fold. The same table and seed always give the same assignment.
@@ -18,9 +20,48 @@ NO_LABEL_STRATUM = "<none>"  # the stratum of videos without a label
 
 
 def video_groups(videos: pd.DataFrame) -> pd.Series:
-    """Each video's group (patient or source); a video without one is its own group."""
+    """Each video's group (patient or source); a video without one is its own group; groups
+    sharing a file's content are one group, named by their names joined with ``+``."""
     group = videos["group"] if "group" in videos.columns else pd.Series(None, index=videos.index)
-    return group.where(group.notna() & (group.astype(str) != ""), "video:" + videos["video_id"])
+    group = group.where(group.notna() & (group.astype(str) != ""), "video:" + videos["video_id"])
+    if "content_sha256" not in videos.columns:
+        return group
+    return merge_copies(group.astype(str), videos["content_sha256"])
+
+
+def merge_copies(group: pd.Series, content: pd.Series) -> pd.Series:
+    """Union of the groups that share a content hash (null hashes share nothing)."""
+    parent = {name: name for name in group.unique()}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            name = parent[name] = parent[parent[name]]
+        return name
+
+    for _, names in group[content.notna()].groupby(content[content.notna()]):
+        first, *others = (root(name) for name in names.unique())
+        for other in others:
+            parent[other] = first
+    members: dict[str, list[str]] = {}
+    for name in parent:
+        members.setdefault(root(name), []).append(name)
+    merged = {name: "+".join(sorted(members[root(name)])) for name in parent}
+    return group.map(merged)
+
+
+def copies_across_groups(videos: pd.DataFrame) -> list[dict[str, object]]:
+    """Files present more than once under different groups: each content hash with its videos
+    and groups (these groups are merged by :func:`video_groups`)."""
+    if "content_sha256" not in videos.columns:
+        return []
+    own = videos.assign(_group=video_groups(videos.drop(columns="content_sha256")))
+    copies = []
+    for digest, rows in own[own["content_sha256"].notna()].groupby("content_sha256"):
+        if rows["_group"].nunique() > 1:
+            copies.append({"content_sha256": digest,
+                           "videos": sorted(rows["source_path"].astype(str)),
+                           "groups": sorted(rows["_group"].unique())})
+    return copies
 
 
 def _labels(videos: pd.DataFrame) -> pd.Series:

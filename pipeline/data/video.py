@@ -3,7 +3,8 @@
 Only kept frames are converted to RGB (converting every frame costs +63 %), frames are streamed
 (memory does not grow with clip length), and the container is probed, never trusted by extension:
 ``.avi`` files that are really MP4, ``stream.frames == 0``, streams starting at 0.54 s and
-variable frame rates are all normal input here.
+variable frame rates are all normal input here. Frames are stored as they are displayed: a
+rotation in the stream's display matrix (phone recordings) is applied.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from pipeline.data.sampling import SlotSampler
 # Decoders whose skip_frame=NONREF skips only frames no other frame references, and whose
 # skipping was checked to leave every kept frame bit-identical (synthetic clips, POCUS).
 NONREF_SKIPPING_CODECS = frozenset({"h264", "mpeg2video", "mpeg4"})
+# Display-matrix rotations (degrees counter-clockwise, as PyAV reports them) -> PIL transposes.
+ROTATIONS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180,
+             270: Image.Transpose.ROTATE_270}
+DICOM_MAGIC = (128, b"DICM")  # offset and bytes of the DICOM Part 10 preamble's magic
 
 
 class DecodeError(Exception):
@@ -88,8 +93,16 @@ class VideoDecoder:
         self.skipped_frames = 0  # of those, skipped undecoded (non-reference, not keepable)
         self._sampler: SlotSampler | None = None
         self._reformatter = VideoReformatter()
+        self.rotation = 0  # of the display matrix, known once a frame is decoded
         if self.path.stat().st_size == 0:
             raise DecodeError("empty", "empty file (0 bytes)")
+        with open(self.path, "rb") as handle:
+            offset, magic = DICOM_MAGIC
+            handle.seek(offset)
+            if handle.read(len(magic)) == magic:
+                raise DecodeError("dicom", "a DICOM file (DICM magic at byte 128): this decoder "
+                                           "reads video containers; export the cine as MP4 "
+                                           "or AVI")
         try:
             self._container = av.open(str(self.path), metadata_errors="ignore")
         except (av.error.FFmpegError, UnicodeDecodeError) as error:
@@ -130,8 +143,15 @@ class VideoDecoder:
         """The frame as an RGB image, converted by one scaler context reused for the video
         (``frame.to_image()`` builds a new one per call: 3x slower on POCUS frames)."""
         width, height = scaled_size(frame.width, frame.height, short_side)
-        return self._reformatter.reformat(frame, width=width, height=height, format="rgb24",
-                                          interpolation="AREA", threads=1).to_image()
+        image = self._reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                                           interpolation="AREA", threads=1).to_image()
+        self.rotation = round(frame.rotation) % 360
+        if self.rotation in ROTATIONS:
+            return image.transpose(ROTATIONS[self.rotation])
+        if self.rotation:
+            raise DecodeError("unsupported", f"display rotation of {self.rotation} degrees "
+                                             "(only multiples of 90 are supported)")
+        return image
 
     def __enter__(self) -> VideoDecoder:
         return self

@@ -11,9 +11,12 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -41,25 +44,46 @@ class Run:
         predictions = pd.read_parquet(path) if path.is_file() else None
         return cls(folder.name, folder, metrics, card, predictions)
 
+    def number(self, *keys: str) -> float:
+        """``metrics.json``'s value at ``keys``; a clear error naming the file and the field
+        if it is absent or not a number."""
+        value: object = self.metrics
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{self.folder / 'metrics.json'}: {'.'.join(keys)} is {value!r}, "
+                             "not a number")
+        return float(value)
+
     @property
     def figures(self) -> list[Path]:
         return [*sorted((self.folder / "figures").glob("*.png")),
                 *sorted((self.folder / "representation").glob("*.png"))]
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|#!])")
+
+
+def markdown_text(text: object) -> str:
+    """User text (run names, titles) safe inside Markdown and its tables: specials escaped,
+    line breaks flattened."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
+
+
 def _percent(value: float) -> str:
-    return f"{100 * value:.1f}"
+    return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
 
 
 def _row(run: Run, classes: list[str]) -> list[str]:
-    headline, optimistic = run.metrics["last_epoch"], run.metrics["best_epoch_optimistic"]
-    pooled, per_run = headline["pooled"], headline["per_run"]
-    recalls = [_percent(pooled["per_class"][name]["recall"]) for name in classes]
+    headline = ("last_epoch", "pooled")
+    recalls = [_percent(run.number(*headline, "per_class", name, "recall")) for name in classes]
+    per_run = [_percent(run.number("last_epoch", "per_run", "accuracy", statistic))
+               for statistic in ("mean", "std")]
     return [run.name, run.card.title, str(run.card.epochs), *recalls,
-            _percent(pooled["accuracy"]),
-            f"{_percent(per_run['accuracy']['mean'])} ± {_percent(per_run['accuracy']['std'])}",
-            _percent(pooled["macro_f1"]), f"{pooled['macro_auc']:.3f}",
-            _percent(optimistic["pooled"]["accuracy"])]
+            _percent(run.number(*headline, "accuracy")), " ± ".join(per_run),
+            _percent(run.number(*headline, "macro_f1")),
+            f"{run.number(*headline, 'macro_auc'):.3f}",
+            _percent(run.number("best_epoch_optimistic", "pooled", "accuracy"))]
 
 
 def table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
@@ -118,22 +142,29 @@ def markdown(runs: list[Run], title: str = "Method comparison",
              base: Path = Path(".")) -> str:
     """The report as Markdown; figure links are relative to ``base`` (the report's folder)."""
     header, rows = table(runs)
-    lines = [f"# {title}", "", _protocol(runs), "",
+    lines = [f"# {markdown_text(title)}", "", _protocol(runs), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += [_markdown_row(row) for row in rows]
     header, rows = differences(runs)
     if rows:
         lines += ["", "## Paired differences (video level, points)", "",
                   "Each run minus a scratch or SimCLR run on the same folds; 95 % paired "
                   "bootstrap interval over patients; **bold** where it excludes 0.", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += [_markdown_row(row, escaped=2) for row in rows]
     for run in runs:
         if run.figures:
-            lines += ["", f"## {run.name}", ""]
-            lines += [f"![{figure.stem}]({Path(os.path.relpath(figure, base)).as_posix()})"
+            lines += ["", f"## {markdown_text(run.name)}", ""]
+            lines += [f"![{markdown_text(figure.stem)}]"
+                      f"({quote(Path(os.path.relpath(figure, base)).as_posix())})"
                       for figure in run.figures]
     return "\n".join(lines) + "\n"
+
+
+def _markdown_row(row: list[str], escaped: int = 3) -> str:
+    """A table row whose first ``escaped`` cells are user text (names, titles)."""
+    cells = [markdown_text(cell) for cell in row[:escaped]] + row[escaped:]
+    return "| " + " | ".join(cells) + " |"
 
 
 def html_page(runs: list[Run], title: str = "Method comparison") -> str:

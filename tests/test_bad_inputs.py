@@ -5,6 +5,7 @@ file is left. One bad entry never stops the others."""
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -85,12 +86,14 @@ CASES = {
     "hevc_10bit.mp4": ("ok", None),
     "vp9.webm": ("ok", None),
     "rotated.mp4": ("ok", None),
+    "rotated_45.mp4": ("unsupported", "display rotation of 45 degrees"),
     "scan.dcm": ("dicom", "DICOM file"),
     "Patient [anon] 02.mp4": ("ok", None),
     "odd [/bold].mp4": ("empty", "0 bytes"),  # "[/" read as markup used to raise
     "scan(=),;.mp4": ("ok", None),
     "scan;)++).mp4": ("ok", None),
     "pipe.mp4": ("special_file", "named pipe"),
+    "socket.mp4": ("special_file", "a socket"),
     "dangling.mp4": ("broken_link", "dangling"),
     "loop_a.mp4": ("link_loop", "cycle"),
     "loop_b.mp4": ("link_loop", "cycle"),
@@ -138,6 +141,7 @@ def hostile(tmp_path_factory) -> Path:
            options={"x265-params": "log-level=error"})
     encode(videos / "vp9.webm", "libvpx-vp9", "yuv420p", (64, 64), container="webm")
     encode(videos / "rotated.mp4", "libx264", "yuv420p", (32, 64), rotation=90)
+    encode(videos / "rotated_45.mp4", "libx264", "yuv420p", (32, 64), rotation=45)
     (videos / "scan.dcm").write_bytes(bytes(128) + b"DICM" + bytes(200))
     shutil.copy(good, videos / "Patient [anon] 02.mp4")
     (videos / "odd [").mkdir()
@@ -145,6 +149,8 @@ def hostile(tmp_path_factory) -> Path:
     clip(videos / "scan(=),;.mp4", seconds=1.2)
     clip(videos / "scan;)++).mp4", seconds=1.8)
     os.mkfifo(videos / "pipe.mp4")
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(videos / "socket.mp4"))
     (videos / "dangling.mp4").symlink_to(base / "nothing.mp4")
     (videos / "loop_a.mp4").symlink_to(videos / "loop_b.mp4")
     (videos / "loop_b.mp4").symlink_to(videos / "loop_a.mp4")
@@ -295,12 +301,17 @@ def test_a_file_unreadable_to_this_user_fails_alone(shared_tmp):
     clip(videos / "b.mp4")
     (videos / "locked.mp4").write_bytes(b"secret")
     (videos / "locked.mp4").chmod(0)
+    (videos / "locked_folder").mkdir()
+    clip(videos / "locked_folder" / "c.mp4")
+    (videos / "locked_folder").chmod(0)
     run_as_other_user(lambda: ingest(videos, None, out, replace(CONFIG, workers=1),
                                      progress=False), shared_tmp / "child.log")
     status = load_manifest(out).videos.set_index("source_path")
     assert status.loc["locked.mp4", "status"] == "unreadable"
     assert "locked.mp4: cannot read: Permission denied" in status.loc["locked.mp4", "error"]
-    assert (status.drop("locked.mp4")["status"] == "ok").all()
+    assert status.loc["locked_folder", "status"] == "unreadable"
+    assert "locked_folder: cannot list this folder" in status.loc["locked_folder", "error"]
+    assert (status.drop(["locked.mp4", "locked_folder"])["status"] == "ok").all()
     assert no_temporaries(out)
 
 

@@ -65,3 +65,23 @@ def test_report_names_a_folder_that_is_not_an_experiment(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
     assert result.exit_code == 2 and "metrics.json" in " ".join(result.output.split())
     assert "not an evaluate output" in " ".join(result.output.split())
+
+
+def test_report_escapes_names_and_refuses_a_string_metric(tmp_path):
+    experiment(tmp_path / "a|b *c*", "uscl", right=6)
+    experiment(tmp_path / "scratch", "scratch", right=3)
+    out = tmp_path / "out" / "report"
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", str(tmp_path / "a|b *c*"),
+                                 str(tmp_path / "scratch"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = out.with_suffix(".md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| run |"))
+    row = next(line for line in lines if line.startswith("| a"))
+    assert row.startswith("| a\\|b \\*c\\* | uscl (code) |")
+    assert row.count(" | ") == header.count(" | ")  # the escaped | splits no cell
+    metrics = tmp_path / "scratch" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"accuracy": 0.5', '"accuracy": "0.5"', 1))
+    result = runner.invoke(app, ["report", str(tmp_path / "scratch"), "-o", str(out)])
+    assert result.exit_code == 2
+    assert "metrics.json" in result.output and "not a number" in result.output

@@ -31,9 +31,9 @@ from pipeline.data.ingest import ingest
 from pipeline.data.manifest import Manifest, load_manifest
 from pipeline.data.splits import split_table
 from pipeline.evaluate.compare import compare
-from pipeline.evaluate.evaluation import scores, selected, video_level
+from pipeline.evaluate.evaluation import level_scores, selected
 from pipeline.evaluate.finetune import cross_validate, select_videos
-from pipeline.evaluate.probe import cross_validate_probes, frame_features
+from pipeline.evaluate.probe import frame_features, repeated_probes
 from pipeline.pretrain.engine import pretrain
 
 SHARED = Path(os.environ.get("USPIPE_SHARED_DATA", Path(__file__).resolve().parents[2] /
@@ -112,7 +112,8 @@ def finetuned(downstream: Manifest, card: RunCard, backbone: Path, finetune: Fin
     with atomic_path(folder / "finetune.parquet") as temporary:
         result.predictions.to_parquet(temporary, index=False)
     write_text(folder / "finetune_curves.csv", result.curves.to_csv(index=False))
-    metrics = _levels(selected(result.predictions, result.curves, "last_epoch"))
+    metrics = level_scores(selected(result.predictions, result.curves, "last_epoch"), CLASSES,
+                           "regular")
     return metrics, round(time.perf_counter() - started)
 
 
@@ -138,19 +139,13 @@ def run(name: str, work: Path, out: Path) -> None:
     card.save(folder / "card.json")
 
     downstream = load_manifest(downstream_dir)
-    probes = []
     started = time.perf_counter()
-    features = frames = None
-    for fold_seed in FOLD_SEEDS:  # the same videos each time: features extracted once
-        folds = split_table(downstream.videos, 0.2, fold_seed, folds=5)
-        videos = select_videos(downstream.videos, folds, FINETUNE)
-        if features is None:
-            features, frames = frame_features(downstream, videos["video_id"].tolist(),
-                                              card.backbone, backbone, card.normalisation,
-                                              SIZE)
-        probes.append(cross_validate_probes(features, frames, videos, CLASSES, ProbeConfig())
-                      .assign(repeat=fold_seed))
-    probe = pd.concat(probes, ignore_index=True)
+    assignments = [split_table(downstream.videos, 0.2, seed, folds=5) for seed in FOLD_SEEDS]
+    videos = select_videos(downstream.videos, assignments[0], FINETUNE)
+    features, frames = frame_features(downstream, videos["video_id"].tolist(), card.backbone,
+                                      backbone, card.normalisation, SIZE)
+    probe = repeated_probes(features, frames, downstream.videos, assignments, FINETUNE,
+                            ProbeConfig())
     probe_s = time.perf_counter() - started
     with atomic_path(folder / "probe.parquet") as temporary:
         probe.to_parquet(temporary, index=False)
@@ -158,7 +153,7 @@ def run(name: str, work: Path, out: Path) -> None:
                "config": asdict(config), "pretrain_s": round(pretrain_s),
                "probe_s": round(probe_s), "final_losses": card.final_losses, "metrics": {}}
     for protocol, table in probe.groupby("protocol"):
-        summary["metrics"][protocol] = _levels(table)
+        summary["metrics"][protocol] = level_scores(table, CLASSES, "regular")
     if name in FINETUNED:
         summary["metrics"]["finetune"], summary["finetune_s"] = finetuned(
             downstream, card, backbone, FINETUNE, folder)
@@ -166,11 +161,6 @@ def run(name: str, work: Path, out: Path) -> None:
     accuracy = {protocol: round(metrics["video"]["pooled"]["accuracy"], 3)
                 for protocol, metrics in summary["metrics"].items()}
     print(f"{name}: video-level accuracy {accuracy}")
-
-
-def _levels(table: pd.DataFrame) -> dict[str, object]:
-    return {"frame": scores(table, CLASSES, "regular"),
-            "video": scores(video_level(table, CLASSES), CLASSES, "regular")}
 
 
 def _predictions(out: Path, name: str, protocol: str) -> pd.DataFrame | None:

@@ -11,9 +11,9 @@ from pipeline.config import load_params
 from pipeline.console import run_stage
 from pipeline.data.manifest import load_manifest
 from pipeline.data.splits import split_table
-from pipeline.evaluate.evaluation import scores, video_level
+from pipeline.evaluate.evaluation import level_scores
 from pipeline.evaluate.finetune import select_videos
-from pipeline.evaluate.probe import cross_validate_probes, frame_features
+from pipeline.evaluate.probe import frame_features, repeated_probes
 
 
 def main(dataset: str = "downstream", data: Path = Path("data"),
@@ -27,15 +27,11 @@ def main(dataset: str = "downstream", data: Path = Path("data"),
     features, frames = frame_features(manifest, videos["video_id"].tolist(), card.backbone,
                                       backbone / "backbone.pt", card.normalisation,
                                       selection.image_size, workers=selection.workers)
-    classes = list(selection.classes)
-    repeats = []
-    for repeat, seed in enumerate(config.fold_seeds or [None]):
-        folds = split if seed is None else split_table(
-            manifest.videos, params.split.val_fraction, seed, int(split["fold"].max()) + 1)
-        repeats.append(cross_validate_probes(
-            features, frames, select_videos(manifest.videos, folds, selection), classes,
-            config).assign(repeat=repeat))
-    predictions = pd.concat(repeats, ignore_index=True)
+    assignments = [split if seed is None else split_table(
+        manifest.videos, params.split.val_fraction, seed, int(split["fold"].max()) + 1)
+        for seed in config.fold_seeds or [None]]
+    predictions = repeated_probes(features, frames, manifest.videos, assignments, selection,
+                                  config)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "predictions.parquet") as temporary:
         predictions.to_parquet(temporary, index=False)
@@ -45,9 +41,7 @@ def main(dataset: str = "downstream", data: Path = Path("data"),
                   "fold_seeds": config.fold_seeds,
                   "image_size": selection.image_size, "features": int(features.shape[1])}}}
     for protocol, table in predictions.groupby("protocol"):
-        metrics[protocol] = {"frame": scores(table, classes, selection.normal_class),
-                             "video": scores(video_level(table, classes), classes,
-                                             selection.normal_class)}
+        metrics[protocol] = level_scores(table, list(selection.classes), selection.normal_class)
         line = {level: metrics[protocol][level]["pooled"]["accuracy"]
                 for level in ("frame", "video")}
         print(f"probe: {card.title} {protocol}: accuracy frame {line['frame']:.3f}, "

@@ -129,7 +129,6 @@ def list_sources(root: Path) -> list[SourceFile]:
         raise FileNotFoundError(f"video folder not found: {root}")
     real_root = os.path.realpath(root)
     visited = {real_root}
-    entries: list[SourceFile] = []
 
     def entry(parts: list[str], path: Path, status: str = "ok", error: str | None = None
               ) -> SourceFile:
@@ -178,8 +177,7 @@ def list_sources(root: Path) -> list[SourceFile]:
                 yield entry(names, path, "special_file", f"is {_special_kind(mode)}, not a "
                             "regular file; skipped (never opened)")
 
-    entries = list(walk(root, []))
-    return sorted(entries, key=lambda source: source.relative_path)
+    return sorted(walk(root, []), key=lambda source: source.relative_path)
 
 
 def read_labels(csv_path: Path, reserved: frozenset[str] = frozenset()) -> pd.DataFrame:

@@ -71,6 +71,13 @@ def scores(table: pd.DataFrame, classes: list[str], normal: str | None) -> dict[
     return {"pooled": pooled, "per_run": per_run}
 
 
+
+def level_scores(table: pd.DataFrame, classes: list[str], normal: str | None
+                 ) -> dict[str, object]:
+    """:func:`scores` at frame level and at video level (:func:`video_level`)."""
+    return {"frame": scores(table, classes, normal),
+            "video": scores(video_level(table, classes), classes, normal)}
+
 def evaluate(predictions: pd.DataFrame, curves: pd.DataFrame, classes: list[str],
              normal: str | None) -> dict[str, object]:
     """``metrics.json``: both selections, frame level (the papers') and video level."""

@@ -24,11 +24,12 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline import precision
 from pipeline.backbones import build_backbone, load_backbone
 from pipeline.card import Normalisation
-from pipeline.config import ProbeConfig
+from pipeline.config import FinetuneConfig, ProbeConfig
 from pipeline.data.frames import FrameLocation, frame_locations
 from pipeline.data.manifest import Manifest
 from pipeline.data.splits import video_groups
 from pipeline.data.views import plain_view
+from pipeline.evaluate.finetune import select_videos
 
 
 class PlainFrames(Dataset):
@@ -160,3 +161,17 @@ def cross_validate_probes(features: np.ndarray, frames: pd.DataFrame, videos: pd
                 table[f"p_{name}"] = probabilities[:, k]
             tables.append(table)
     return pd.concat(tables, ignore_index=True)
+
+
+def repeated_probes(features: np.ndarray, frames: pd.DataFrame, videos: pd.DataFrame,
+                    assignments: list[pd.DataFrame], selection: FinetuneConfig,
+                    config: ProbeConfig) -> pd.DataFrame:
+    """:func:`cross_validate_probes` once per fold assignment (repeated cross-validation: the
+    features are extracted once), each repeat's rows marked with ``repeat`` = its index.
+
+    ``videos``: the manifest's video table; ``assignments``: split tables with a ``fold``
+    column (:func:`pipeline.data.splits.split_table`), one per fold seed."""
+    return pd.concat([cross_validate_probes(features, frames,
+                                            select_videos(videos, folds, selection),
+                                            list(selection.classes), config).assign(repeat=repeat)
+                      for repeat, folds in enumerate(assignments)], ignore_index=True)

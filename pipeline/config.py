@@ -61,10 +61,8 @@ def from_mapping(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """A dataset folder: videos (any depth) under ``root/videos`` and an optional labels.csv.
-
-    ``root`` is the one folder the pipeline tracks as the stage input, so the labels file, when
-    there is one, lives inside it (DVC cannot depend on an optional file). ``labels: null``
+    """A dataset folder: videos, DICOM files, images or frame folders (any depth) under
+    ``root/videos`` and an optional labels.csv, listed by the inventory stage. ``labels: null``
     means unlabelled videos; ``videos: .`` takes the videos from ``root`` itself. ``folds`` > 1
     also persists a k-fold assignment.
     """
@@ -73,6 +71,8 @@ class DatasetConfig:
     videos: str = "videos"
     labels: str | None = "labels.csv"
     folds: int = 0
+    frame_folders: bool = False  # every folder of images is a clip (else: labels.csv rows)
+    group_salt: str = "uspipe"   # salt of a DICOM's default group (hashed Patient ID)
 
     def __post_init__(self) -> None:
         if self.folds == 1 or self.folds < 0:
@@ -104,6 +104,8 @@ class DecodeConfig:
     workers: int = 2
     strict: bool = False
     skip_nonref: bool = True
+    assume_fps: float | None = None  # rate for a multi-frame DICOM that states none
+    folder_fps: float | None = None  # rate of a frame folder without a fps in labels.csv
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
@@ -118,13 +120,18 @@ class DecodeConfig:
             raise ValueError(f"decode.min_frames must be >= 1, got {self.min_frames}")
         if self.workers < 1:
             raise ValueError(f"decode.workers must be >= 1, got {self.workers}")
+        for name in ("assume_fps", "folder_fps"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"decode.{name} must be positive or null, got {value}")
 
     def cache_fields(self) -> dict[str, Any]:
         """The fields that change a shard or a manifest row (workers and strict do not;
         skip_nonref changes only ``decoded_frames``)."""
         return {"rate": float(self.rate), "max_frames": self.max_frames,
                 "short_side": self.short_side, "jpeg_quality": self.jpeg_quality,
-                "min_frames": self.min_frames, "skip_nonref": self.skip_nonref}
+                "min_frames": self.min_frames, "skip_nonref": self.skip_nonref,
+                "assume_fps": self.assume_fps, "folder_fps": self.folder_fps}
 
 
 @dataclass(frozen=True)

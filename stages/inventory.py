@@ -13,15 +13,15 @@ from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.console import console, run_stage
-from pipeline.data.manifest import RESERVED_COLUMNS, SOURCES_FILE, write_sources
-from pipeline.data.sources import HASH_CACHE, discover
+from pipeline.data.ingest import inventory
+from pipeline.data.manifest import SOURCES_FILE, write_sources
 
 
 def main(dataset: str, out: Path = Path("data")) -> None:
     source = load_params().dataset(dataset)
     folder = out / dataset
-    sources = discover(source.videos_path, source.labels_path, RESERVED_COLUMNS,
-                       hash_cache=folder / HASH_CACHE)
+    sources = inventory(source.videos_path, source.labels_path, folder, source.frame_folders,
+                        source.group_salt)
     write_sources(sources, folder / SOURCES_FILE)
     counts = Counter(entry.status for entry in sources)
     console.print(f"inventory@{dataset}: {len(sources)} entries ("

@@ -1,10 +1,12 @@
-"""Stage sample_data: write the embedded synthetic sample (pretrain + downstream datasets)."""
+"""Stage sample_data: write the embedded synthetic sample (pretrain + downstream datasets); the
+pretraining set also gets the hospital-export inputs (DICOM cines, a frame folder, stills)."""
 
 from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.console import run_stage
 from pipeline.data.synthetic import write_dataset
+from pipeline.data.synthetic_exports import write_exports
 
 
 def main() -> None:
@@ -13,7 +15,11 @@ def main() -> None:
     for name, count, seed in (("pretrain", config.pretrain_videos, config.seed),
                               ("downstream", config.downstream_videos, config.seed + 1)):
         specs = write_dataset(root / name, count, seed, group_prefix=f"synthetic-{name}")
-        print(f"sample_data: wrote {len(specs)} clips to {root / name}")
+        exports = (write_exports(root / name, seed, f"synthetic-{name}")
+                   if name == "pretrain" else [])
+        print(f"sample_data: wrote {len(specs)} clips"
+              + (f" and {len(exports)} exports (DICOM, frames, stills)" if exports else "")
+              + f" to {root / name}")
 
 
 if __name__ == "__main__":

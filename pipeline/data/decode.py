@@ -22,7 +22,9 @@ import PIL
 
 from pipeline.atomic import write_json
 from pipeline.config import DecodeConfig
-from pipeline.data import sampling, shards, video
+from pipeline.data import dicom, images, sampling, shards, video
+from pipeline.data.dicom import DicomDecoder, is_dicom
+from pipeline.data.images import FrameFolderReader, StillImageReader, is_image
 from pipeline.data.shards import write_video_shard
 from pipeline.data.video import DecodeError, VideoDecoder
 
@@ -42,10 +44,11 @@ class DecodeTask:
     size_bytes: int
     shard_dir: Path
     config: DecodeConfig
+    fps: float | None = None  # a frame folder's rate from labels.csv (else decode.folder_fps)
 
     @property
     def cache_key(self) -> str:
-        return cache_key(self.content_sha256, self.config)
+        return cache_key(self.content_sha256, self.config, self.fps)
 
 
 @dataclass
@@ -83,7 +86,7 @@ def _decoder_fingerprint() -> str:
     """Digest of the code and libraries that shape a shard: the decode path's code
     (:func:`behaviour_digest`) and the PyAV/FFmpeg and Pillow versions. Any change to them
     invalidates every receipt."""
-    modules = (sampling, shards, sys.modules[__name__], video)
+    modules = (dicom, images, sampling, shards, sys.modules[__name__], video)
     digest = hashlib.sha256(f"av {av.__version__} pillow {PIL.__version__}".encode())
     for module in modules:
         digest.update(behaviour_digest(Path(module.__file__).read_text(encoding="utf-8"))
@@ -94,9 +97,10 @@ def _decoder_fingerprint() -> str:
 DECODER_FINGERPRINT = _decoder_fingerprint()
 
 
-def cache_key(content_sha256: str, config: DecodeConfig) -> str:
-    """What a receipt must match to be reused: source content, params, decoder code."""
-    payload = json.dumps({"sha256": content_sha256, "decode": config.cache_fields(),
+def cache_key(content_sha256: str, config: DecodeConfig, fps: float | None = None) -> str:
+    """What a receipt must match to be reused: source content, params (and a frame folder's
+    labelled rate), decoder code."""
+    payload = json.dumps({"sha256": content_sha256, "decode": config.cache_fields(), "fps": fps,
                           "decoder": DECODER_FINGERPRINT}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -120,12 +124,13 @@ def decode_video(task: DecodeTask) -> VideoResult:
     config = task.config
     stream_info: dict[str, object] = {}
     try:
-        with VideoDecoder(task.source) as decoder:
+        with open_reader(task) as decoder:
             info = decoder.info
             stream_info = dict(
                 container=info.container, codec=info.codec, width=info.width,
                 height=info.height, fps=info.nominal_fps,
-                duration_s=info.stream_duration_s or info.container_duration_s)
+                duration_s=info.stream_duration_s or info.container_duration_s,
+                source_tags=getattr(decoder, "tags", None))
             records = write_video_shard(
                 shard, task.video_id,
                 decoder.sample(config.rate, config.max_frames, config.short_side,
@@ -136,7 +141,7 @@ def decode_video(task: DecodeTask) -> VideoResult:
             if not config.max_frames or len(records) < config.max_frames:  # decoded to the end
                 stream_info["duration_s"] = _decoded_duration(decoder)
                 _check_not_truncated(stream_info["duration_s"], info.stream_duration_s)
-        if len(records) < config.min_frames:
+        if len(records) < config.min_frames and not decoder.still:
             raise DecodeError("too_short", f"kept {len(records)} frame(s) at {config.rate:g} fps, "
                                            f"fewer than decode.min_frames={config.min_frames}")
         shard_name = f"{SHARDS_DIR}/{shard.name}"
@@ -158,9 +163,25 @@ def decode_video(task: DecodeTask) -> VideoResult:
     return result
 
 
-def _decoded_duration(decoder: VideoDecoder) -> float | None:
+def open_reader(task: DecodeTask) -> VideoDecoder | DicomDecoder | StillImageReader \
+        | FrameFolderReader:
+    """The reader for the task's source, chosen by what it is, not by its extension only: a
+    folder of frames, a DICOM file (by its magic), an image, else a video for FFmpeg to
+    probe."""
+    source, config = task.source, task.config
+    if source.is_dir():
+        return FrameFolderReader(source, task.fps or config.folder_fps)
+    if source.stat().st_size and is_dicom(source):
+        return DicomDecoder(source, config.assume_fps)
+    if is_image(source):
+        return StillImageReader(source)
+    return VideoDecoder(source)
+
+
+def _decoded_duration(decoder: VideoDecoder | DicomDecoder | StillImageReader
+                      | FrameFolderReader) -> float | None:
     """Time of the last decoded frame plus one nominal frame interval."""
-    if decoder.last_timestamp is None:
+    if decoder.last_timestamp is None or decoder.still:
         return None
     fps = decoder.info.nominal_fps
     return float(decoder.last_timestamp + (Fraction(1) / Fraction(fps) if fps else 0))

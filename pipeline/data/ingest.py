@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from pipeline.data.decode import (
     load_receipt,
     video_row,
 )
+from pipeline.data.dicom import with_patient_groups
 from pipeline.data.manifest import RESERVED_COLUMNS, write_manifests
 from pipeline.data.sources import HASH_CACHE, SourceFile, discover
 
@@ -139,12 +140,20 @@ def _run_isolated(task: DecodeTask) -> VideoResult:
                 "the decoding process died on this video (a crash inside FFmpeg?)")))
 
 
-def ingest(videos_dir: Path, labels_csv: Path | None, out_dir: Path, config: DecodeConfig,
-           progress: bool = True) -> IngestSummary:
-    """List, hash and decode every video under ``videos_dir`` into ``out_dir`` (shards +
-    Parquet manifests): :func:`~pipeline.data.sources.discover`, then :func:`decode_sources`."""
+def inventory(videos_dir: Path, labels_csv: Path | None, out_dir: Path,
+              frame_folders: bool = False, group_salt: str = "uspipe") -> list[SourceFile]:
+    """The dataset's entries (:func:`~pipeline.data.sources.discover`, hashes cached in
+    ``out_dir``), DICOM files without a labelled group grouped by salted patient hash."""
     sources = discover(Path(videos_dir), labels_csv, reserved=RESERVED_COLUMNS,
-                       hash_cache=Path(out_dir) / HASH_CACHE)
+                       hash_cache=Path(out_dir) / HASH_CACHE, frame_folders=frame_folders)
+    return with_patient_groups(sources, group_salt)
+
+
+def ingest(videos_dir: Path, labels_csv: Path | None, out_dir: Path, config: DecodeConfig,
+           progress: bool = True, frame_folders: bool = False) -> IngestSummary:
+    """List, hash and decode every video under ``videos_dir`` into ``out_dir`` (shards +
+    Parquet manifests): :func:`inventory`, then :func:`decode_sources`."""
+    sources = inventory(videos_dir, labels_csv, out_dir, frame_folders)
     return decode_sources(sources, out_dir, config, progress)
 
 
@@ -156,6 +165,7 @@ def decode_sources(sources: list[SourceFile], out_dir: Path, config: DecodeConfi
     shard_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(Path(out_dir))
     removed = _remove_stale(shard_dir, {source.video_id for source in sources if source.ok})
+    sources = [_check_fps(source) for source in sources]
     tasks = {source.video_id: _task(source, shard_dir, config)
              for source in sources if source.ok}
     cached = {identifier: load_receipt(task) for identifier, task in tasks.items()}
@@ -180,11 +190,32 @@ def _skipped_row(source: SourceFile) -> dict[str, object]:
 
 
 def _clean_labels(labels: dict[str, object]) -> dict[str, object]:
-    """labels.csv values as manifest columns: empty cells become nulls."""
-    return {name: (None if value in ("", None) else str(value)) for name, value in labels.items()}
+    """labels.csv values as manifest columns: empty cells become nulls; ``fps`` is an input
+    (:func:`_labelled_fps`), not a column."""
+    return {name: (None if value in ("", None) else str(value)) for name, value in labels.items()
+            if name != "fps"}
+
+
+def _labelled_fps(source: SourceFile) -> float | None:
+    value = source.labels.get("fps")
+    return None if value in (None, "") else float(str(value))
+
+
+def _check_fps(source: SourceFile) -> SourceFile:
+    """A labels.csv ``fps`` that is not a positive number is the entry's error."""
+    try:
+        fps = _labelled_fps(source)
+    except ValueError:
+        fps = -1.0
+    if fps is not None and not fps > 0 and source.ok:
+        return replace(source, status="bad_label", error=(
+            f"{source.relative_path}: fps {source.labels['fps']!r} in labels.csv is not a "
+            "positive number"))
+    return source
 
 
 def _task(source: SourceFile, shard_dir: Path, config: DecodeConfig) -> DecodeTask:
     return DecodeTask(source=source.path, relative_path=source.relative_path,
                       video_id=source.video_id, content_sha256=source.content_sha256,
-                      size_bytes=source.size_bytes, shard_dir=shard_dir, config=config)
+                      size_bytes=source.size_bytes, shard_dir=shard_dir, config=config,
+                      fps=_labelled_fps(source))

@@ -50,6 +50,7 @@ VIDEO_SCHEMA = pa.schema([
     ("status", pa.string()),             # ok | empty | unreadable | no_video_stream | ...
     ("error", pa.string()),
     ("shard", pa.string()),              # relative to the manifest folder; null unless ok
+    ("source_tags", pa.string()),        # DICOM: the allow-listed technical tags, as JSON
 ])
 
 FRAME_SCHEMA = pa.schema([
@@ -68,7 +69,9 @@ FRAME_SCHEMA = pa.schema([
 ])
 
 
-RESERVED_COLUMNS = frozenset(VIDEO_SCHEMA.names) - LABEL_COLUMNS  # labels.csv may not use these
+# labels.csv may not use these; its ``fps`` (a frame folder's rate) is read, not carried over:
+# the manifest's ``fps`` is the rate the reader found
+RESERVED_COLUMNS = frozenset(VIDEO_SCHEMA.names) - LABEL_COLUMNS - {"fps"}
 
 SOURCE_SCHEMA = pa.schema([
     ("video_id", pa.string()),

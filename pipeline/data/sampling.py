@@ -131,3 +131,4 @@ def ffmpeg_fps_frame_count(times: Iterable[Fraction | float], last_duration: Fra
         return 0
     end = max(values) + Fraction(last_duration)
     return max(0, _round_half_away(rate * end) - _round_half_away(rate * min(values)))
+

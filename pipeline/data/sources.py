@@ -20,7 +20,10 @@ entry: every problem becomes that entry's ``status`` with an ``error`` naming th
   matches its NFC row); a name that is not valid UTF-8 is shown with ``\\xNN`` escapes and
   decoded like any other file;
 - ids are unique by construction (:func:`video_id`); should two entries still share one, both
-  get ``id_collision`` naming the other.
+  get ``id_collision`` naming the other;
+- a folder that holds only images is one clip (a frame folder) when labels.csv has a row for it
+  or the dataset sets ``frame_folders``; otherwise its images are still images, one item each
+  (an image dataset such as BUSI keeps its images apart).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pipeline.atomic import write_json
 
 LABEL_COLUMNS = frozenset({"label", "probe", "group", "uncertain"})
 NOT_VIDEO_SUFFIXES = {".csv", ".txt", ".md", ".json", ".yaml", ".yml", ".parquet", ".pdf"}
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 HASH_CACHE = ".hash-cache.json"  # content hashes kept between listings (HashCache)
 ID_DIGITS = 16  # hex digits of the path digest in an id: 64 bits, no collision by chance
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
@@ -119,10 +123,24 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def list_sources(root: Path) -> list[SourceFile]:
+def _frame_folder(folder: Path) -> bool:
+    """Only (non-hidden) images in it, at least one, and nothing else."""
+    try:
+        children = [child for child in os.scandir(folder) if not child.name.startswith(".")]
+    except OSError:
+        return False
+    return bool(children) and all(
+        child.is_file() and Path(child.name).suffix.lower() in IMAGE_SUFFIXES
+        for child in children)
+
+
+def list_sources(root: Path, clip_folders: frozenset[str] = frozenset(),
+                 frame_folders: bool = False) -> list[SourceFile]:
     """Every candidate entry under ``root`` (see the module's policy), sorted by path.
 
-    Only a missing root is an error; anything below it becomes an entry's status.
+    A folder of images is one entry when its relative path is in ``clip_folders`` (labels.csv
+    rows) or ``frame_folders`` is set. Only a missing root is an error; anything below it
+    becomes an entry's status.
     """
     root = Path(root)
     if not root.is_dir():
@@ -164,7 +182,11 @@ def list_sources(root: Path) -> list[SourceFile]:
                                  ("unreadable", f"cannot stat: {error.strerror}"))
                 yield entry(names, path, status, cause)
                 continue
-            if stat.S_ISDIR(mode):
+            if stat.S_ISDIR(mode) and (frame_folders or "/".join(
+                    display_name(part) for part in names) in clip_folders) and \
+                    _frame_folder(path):
+                yield entry(names, path)
+            elif stat.S_ISDIR(mode):
                 real = os.path.realpath(path)
                 if real not in visited:  # a folder linked twice (or a link to an ancestor)
                     visited.add(real)
@@ -263,12 +285,20 @@ class HashCache:
                 self.entries = {}
         self.used: dict[str, list] = {}
 
-    def sha256(self, source: SourceFile) -> tuple[str, int]:
-        info = source.path.stat()
+    def sha256(self, relative: str, path: Path) -> tuple[str, int]:
+        """(SHA-256, size) of a file; of a frame folder, the SHA-256 of its files' names and
+        digests and their total size."""
+        if path.is_dir():
+            parts = [(child.name, *self.sha256(f"{relative}/{child.name}", child))
+                     for child in sorted(path.iterdir()) if not child.name.startswith(".")]
+            listing = "".join(f"{name}\0{digest}\n" for name, digest, _ in parts)
+            return (hashlib.sha256(listing.encode("utf-8", "backslashreplace")).hexdigest(),
+                    sum(size for _, _, size in parts))
+        info = path.stat()
         key = [info.st_size, info.st_mtime_ns, info.st_ino]
-        cached = self.entries.get(source.relative_path)
-        digest = cached[3] if cached and cached[:3] == key else file_sha256(source.path)
-        self.used[source.relative_path] = [*key, digest]
+        cached = self.entries.get(relative)
+        digest = cached[3] if cached and cached[:3] == key else file_sha256(path)
+        self.used[relative] = [*key, digest]
         return digest, info.st_size
 
     def save(self) -> None:
@@ -281,7 +311,7 @@ def hashed(source: SourceFile, cache: HashCache) -> SourceFile:
     if not source.ok:
         return source
     try:
-        digest, size = cache.sha256(source)
+        digest, size = cache.sha256(source.relative_path, source.path)
     except OSError as error:
         return replace(source, status="unreadable",
                        error=f"{source.relative_path}: cannot read: {error.strerror or error}")
@@ -289,25 +319,27 @@ def hashed(source: SourceFile, cache: HashCache) -> SourceFile:
 
 
 def discover(root: Path, labels_csv: Path | None, reserved: frozenset[str] = frozenset(),
-             hash_cache: Path | None = None) -> list[SourceFile]:
+             hash_cache: Path | None = None, frame_folders: bool = False) -> list[SourceFile]:
     """The dataset's entries with their hashes and labels, and one ``missing`` (or
     ``outside_root``) entry per labels.csv row that names no listed file.
 
     ``reserved``: column names labels.csv may not use (see :func:`read_labels`).
     ``hash_cache``: a JSON file that keeps content hashes between runs (:class:`HashCache`).
+    ``frame_folders``: every folder of images is a clip (else only those labels.csv names).
     Raises only for the dataset as a whole: no root, no entry at all, an unreadable
     labels.csv or one whose paths match nothing.
     """
     root = Path(root)
-    listed = list_sources(root)
-    if not listed:
-        raise FileNotFoundError(f"no video files found under {root}")
     rows: dict[str, dict[str, object]] = {}
     if labels_csv is not None:
         table = read_labels(labels_csv, reserved)
         rows = {row.pop("path"): row for row in table.to_dict("records")}
+    listed = list_sources(root, frozenset(rows), frame_folders)
+    if not listed:
+        raise FileNotFoundError(f"no video files found under {root}")
+    if rows:
         paths = {source.relative_path for source in listed}
-        if rows and not set(rows) & paths:
+        if not set(rows) & paths:
             raise ValueError(f"{labels_csv}: no path matches a file under {root} (paths must be "
                              f"relative to that folder; first row: {next(iter(rows))!r}, first "
                              f"file: {listed[0].relative_path!r})")

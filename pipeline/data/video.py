@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 from av.video.reformatter import VideoReformatter
@@ -77,6 +78,12 @@ def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, i
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def resized(image: Image.Image, short_side: int | None) -> Image.Image:
+    """``image`` with its shorter side at ``short_side`` (box filter: area averaging)."""
+    size = scaled_size(image.width, image.height, short_side)
+    return image if size == image.size else image.resize(size, Image.Resampling.BOX)
+
+
 class VideoDecoder:
     """An open video file; use as a context manager.
 
@@ -87,24 +94,22 @@ class VideoDecoder:
     which would make a video's status depend on the number of workers.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    still = False  # a one-frame item (an image) rather than a clip
+
+    def __init__(self, path: str | Path, data: BinaryIO | None = None) -> None:
+        """Open ``path``, or the bytes of ``data`` (e.g. a bitstream taken out of a DICOM file)
+        if given; ``path`` then only names the source."""
         self.path = Path(path)
         self.frames = 0  # frames of the stream passed so far, decoded or skipped
         self.skipped_frames = 0  # of those, skipped undecoded (non-reference, not keepable)
         self._sampler: SlotSampler | None = None
         self._reformatter = VideoReformatter()
         self.rotation = 0  # of the display matrix, known once a frame is decoded
-        if self.path.stat().st_size == 0:
+        if data is None and self.path.stat().st_size == 0:
             raise DecodeError("empty", "empty file (0 bytes)")
-        with open(self.path, "rb") as handle:
-            offset, magic = DICOM_MAGIC
-            handle.seek(offset)
-            if handle.read(len(magic)) == magic:
-                raise DecodeError("dicom", "a DICOM file (DICM magic at byte 128): this decoder "
-                                           "reads video containers; export the cine as MP4 "
-                                           "or AVI")
         try:
-            self._container = av.open(str(self.path), metadata_errors="ignore")
+            self._container = av.open(data if data is not None else str(self.path),
+                                      metadata_errors="ignore")
         except (av.error.FFmpegError, UnicodeDecodeError) as error:
             raise DecodeError("unreadable", "not a readable video container (not a video, or cut "
                                             f"short before its index): {error}") from error

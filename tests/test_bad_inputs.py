@@ -87,7 +87,7 @@ CASES = {
     "vp9.webm": ("ok", None),
     "rotated.mp4": ("ok", None),
     "rotated_45.mp4": ("unsupported", "display rotation of 45 degrees"),
-    "scan.dcm": ("dicom", "DICOM file"),
+    "scan.dcm": ("unreadable", "not a readable DICOM file"),
     "Patient [anon] 02.mp4": ("ok", None),
     "odd [/bold].mp4": ("empty", "0 bytes"),  # "[/" read as markup used to raise
     "scan(=),;.mp4": ("ok", None),

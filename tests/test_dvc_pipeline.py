@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.data.synthetic_exports import PATIENT_ID, PATIENT_NAME
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -59,6 +60,16 @@ def test_repro_builds_everything_then_is_a_no_op(project):
 
     # Only the inventory stages run again (always_changed: they re-list the roots, since DVC
     # cannot hash an arbitrary root); their unchanged listings leave every other stage cached.
+    # the sample's DICOM cines went through every stage; no identifying value came out
+    assert {"ok"} == set(pd.read_parquet(project / "data/pretrain/videos.parquet").loc[
+        lambda v: v["source_path"].str.endswith(".dcm"), "status"])
+    secrets = [PATIENT_NAME, PATIENT_ID, "19800101", "20260101"]
+    written = [path for folder in ("data/pretrain", "data/downstream", "models", "results")
+               for path in (project / folder).rglob("*") if path.is_file()]
+    for path in [*written, project / "dvc.lock"]:
+        assert not [s for s in secrets if s.encode() in path.read_bytes()], path
+    assert not [s for s in secrets if s in first]
+
     second = dvc(project, "repro")
     assert sorted(ran(second)) == ["inventory@downstream", "inventory@pretrain"]
     status = dvc(project, "status")

@@ -164,10 +164,11 @@ class DicomDecoder:
         self.last_timestamp: Fraction | None = None
         self._video: VideoDecoder | None = None
         header = self.header = _header(self.path)
-        self.tags = technical_tags(header)
         syntax = header.file_meta.get("TransferSyntaxUID")
         if syntax is None:
-            raise DecodeError("unreadable", "a DICOM file without a transfer syntax")
+            raise DecodeError("unreadable", "not a readable DICOM file: no transfer syntax in "
+                                            "its meta information")
+        self.tags = technical_tags(header)
         full = pydicom.dcmread(self.path, defer_size=1024)
         if "PixelData" not in full:
             raise DecodeError("no_pixel_data", "a DICOM file without pixel data (a report or "

@@ -19,6 +19,7 @@ T = TypeVar("T")
 # validated before torch is imported; tests check they equal the registries.
 METHODS = ("uscl", "hico", "simclr", "supervised", "scratch", "meta_uscl", "meta_simclr")
 PRESETS = ("code", "paper", "proto")
+SCAN_AREA_MODES = ("off", "mask", "crop", "crop_and_mask")
 LR_SCHEDULES = ("constant_then_cosine", "cosine_per_step")
 # What a null knob means per preset. ``proto`` is the one-file prototype's recipe (issue 11,
 # ``docs/methods.md`` §13): the paper's pair rule (time order, two weights, mixed before
@@ -106,6 +107,7 @@ class DecodeConfig:
     skip_nonref: bool = True
     assume_fps: float | None = None  # rate for a multi-frame DICOM that states none
     folder_fps: float | None = None  # rate of a frame folder without a fps in labels.csv
+    scan_area: str = "off"  # off | mask | crop | crop_and_mask (pipeline/data/scan_area.py)
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
@@ -120,6 +122,9 @@ class DecodeConfig:
             raise ValueError(f"decode.min_frames must be >= 1, got {self.min_frames}")
         if self.workers < 1:
             raise ValueError(f"decode.workers must be >= 1, got {self.workers}")
+        if self.scan_area is False:  # YAML reads a bare `off` as false
+            object.__setattr__(self, "scan_area", "off")
+        check_choice("decode.scan_area", self.scan_area, SCAN_AREA_MODES)
         for name in ("assume_fps", "folder_fps"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -131,7 +136,8 @@ class DecodeConfig:
         return {"rate": float(self.rate), "max_frames": self.max_frames,
                 "short_side": self.short_side, "jpeg_quality": self.jpeg_quality,
                 "min_frames": self.min_frames, "skip_nonref": self.skip_nonref,
-                "assume_fps": self.assume_fps, "folder_fps": self.folder_fps}
+                "assume_fps": self.assume_fps, "folder_fps": self.folder_fps,
+                "scan_area": self.scan_area}
 
 
 @dataclass(frozen=True)

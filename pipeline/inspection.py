@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from pipeline.atomic import atomic_path
 from pipeline.data.manifest import FRAMES_FILE, VIDEOS_FILE, Manifest
-from pipeline.data.shards import read_member
+from pipeline.data.shards import read_member, scan_mask_member
 from pipeline.data.splits import copies_across_groups
 
 
@@ -119,18 +119,21 @@ def frame_metadata(row: object) -> bytes:
     return json.dumps(metadata, sort_keys=True).encode()
 
 
-def shard_problems(path: Path, frames: pd.DataFrame) -> list[tuple[str, str]]:
+def shard_problems(path: Path, frames: pd.DataFrame, others: dict[str, str] | None = None
+                   ) -> list[tuple[str, str]]:
     """Every byte of one shard checked against its manifest rows: each member's header parses
     (tar header checksums) at the recorded place, the ``.jpg`` bytes match their SHA-256, the
     ``.json`` bytes are exactly what the row says, nothing else is in the tar, and all padding
-    is zeros. Returns (member, problem) pairs; member ``""`` for the tar as a whole."""
+    is zeros. ``others``: further members (the scan-area mask) and their SHA-256. Returns
+    (member, problem) pairs; member ``""`` for the tar as a whole."""
     try:
         data = path.read_bytes()
         with tarfile.open(path, "r:") as archive:
             members = {info.name: info for info in archive.getmembers()}
     except (OSError, tarfile.TarError) as error:
         return [("", f"not a readable tar: {error}")]
-    expected: dict[str, tuple[int | None, bytes | str]] = {}
+    expected: dict[str, tuple[int | None, bytes | str]] = {
+        name: (None, digest) for name, digest in (others or {}).items()}
     for row in frames.itertuples():
         expected[row.member] = (row.offset, row.sha256)
         expected[row.member.removesuffix(".jpg") + ".json"] = (None, frame_metadata(row))
@@ -175,8 +178,10 @@ def verify(manifest: Manifest) -> tuple[int, list[Mismatch]]:
         if not path.is_file():
             continue
         checked += len(rows)
+        mask = getattr(row, "scan_mask_sha256", None)
+        others = {scan_mask_member(row.video_id): mask} if isinstance(mask, str) else {}
         problems += [Mismatch(row.video_id, member or str(row.shard), problem)
-                     for member, problem in shard_problems(path, rows)]
+                     for member, problem in shard_problems(path, rows, others)]
     return checked, problems
 
 

@@ -2,6 +2,7 @@
 files written with pydicom, Pillow and PyAV, decoded by the real readers."""
 
 import io
+import tarfile
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -21,17 +22,21 @@ from pydicom.uid import (
     JPEGLSLossless,
     generate_uid,
 )
+from typer.testing import CliRunner
 
+from pipeline.cli import app
 from pipeline.config import DecodeConfig
 from pipeline.data.dicom import DicomDecoder, patient_group
 from pipeline.data.images import FrameFolderReader, natural_key
 from pipeline.data.ingest import ingest
 from pipeline.data.manifest import load_manifest
-from pipeline.data.synthetic import FORMATS, ClipSpec, render_frames, write_dataset
+from pipeline.data.scan_area import VariationStats, estimate
+from pipeline.data.synthetic import FORMATS, ClipSpec, write_dataset
 from pipeline.data.synthetic_exports import (
     PATIENT_ID,
     PATIENT_NAME,
-    with_overlay,
+    export_frames,
+    overlay_pixels,
     write_dicom_cine,
     write_exports,
 )
@@ -66,8 +71,7 @@ def dicom(path: Path, frames: np.ndarray | None, syntax=ExplicitVRLittleEndian,
 
 
 def frames_of(spec: ClipSpec = SPEC) -> np.ndarray:
-    return np.stack([np.asarray(with_overlay(pixels).convert("L"))
-                     for pixels in render_frames(spec)])
+    return np.stack([np.asarray(frame.convert("L")) for frame in export_frames(spec)])
 
 
 def decoded(path: Path, rate: float = 1000, **config) -> tuple[DicomDecoder, list]:
@@ -218,3 +222,54 @@ def test_exports_decode_and_nothing_identifying_is_written(tmp_path):
             data = path.read_bytes()
             assert not [s for s in secrets if s.encode() in data], path
     assert not [s for s in secrets if s in pd.read_parquet(out / "videos.parquet").to_csv()]
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("exports")
+    write_dataset(folder, count=2, seed=3, group_prefix="t")
+    write_exports(folder, seed=3, group_prefix="t")
+    return folder
+
+
+@pytest.mark.parametrize("mode", ["mask", "crop", "crop_and_mask"])
+def test_no_overlay_pixel_survives_the_scan_area(exports, tmp_path, mode):
+    """Clips with burned-in text, a ruler and a logo around a moving sector (the exports): the
+    mask never touches an overlay pixel; crop modes store frames of the mask's box; with
+    crop_and_mask every pixel outside the mask is zero; verify checks the mask member."""
+    out = tmp_path / "out"
+    ingest(exports / "videos", exports / "labels.csv", out,
+           DecodeConfig(workers=1, scan_area=mode), progress=False)
+    manifest = load_manifest(out)
+    exported = manifest.videos[~manifest.videos["source_path"].str.startswith("Cov")]
+    assert len(exported) == 5 and (exported["status"] == "ok").all()
+    for row in exported.itertuples():
+        with tarfile.open(out / row.shard) as tar:
+            mask = np.asarray(Image.open(tar.extractfile(f"{row.video_id}/scan_area.png"))) > 0
+            frame = manifest.frames_of(row.video_id).iloc[0]
+            stored = np.asarray(Image.open(tar.extractfile(frame["member"])).convert("L"))
+        assert not (mask & overlay_pixels((mask.shape[1], mask.shape[0]))).any(), row.source_path
+        assert 0.4 < row.scan_fraction < 0.95 and row.scan_rule in ("temporal", "intensity")
+        x0, y0, x1, y1 = row.scan_box
+        if mode == "mask":
+            assert stored.shape == mask.shape
+        else:
+            assert stored.shape == (y1 - y0, x1 - x0)
+        if mode == "crop_and_mask":
+            outside = ~mask[y0:y1, x0:x1]
+            assert stored[outside].max() <= 8  # zero, up to JPEG ringing at the edge
+
+    assert CliRunner().invoke(app, ["verify", "-d", str(out)]).exit_code == 0
+    shard = out / exported.iloc[0]["shard"]
+    data = bytearray(shard.read_bytes())
+    data[512 + 60] ^= 1  # inside the mask PNG, the first member
+    shard.write_bytes(bytes(data))
+    result = CliRunner().invoke(app, ["verify", "-d", str(out), "--json"])
+    assert result.exit_code == 1 and "scan_area.png" in result.output
+
+
+def test_a_black_still_keeps_the_whole_frame():
+    stats = VariationStats()
+    stats.add(Image.new("RGB", (20, 10)))
+    area = estimate(stats)
+    assert area.rule == "whole_frame" and area.box == (0, 0, 20, 10)

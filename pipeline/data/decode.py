@@ -13,7 +13,7 @@ import ast
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,8 +23,10 @@ import PIL
 from pipeline.atomic import write_json
 from pipeline.config import DecodeConfig
 from pipeline.data import dicom, images, sampling, shards, video
+from pipeline.data import scan_area as scan_area_module
 from pipeline.data.dicom import DicomDecoder, is_dicom
 from pipeline.data.images import FrameFolderReader, StillImageReader, is_image
+from pipeline.data.scan_area import ScanArea, VariationStats, estimate
 from pipeline.data.shards import write_video_shard
 from pipeline.data.video import DecodeError, VideoDecoder
 
@@ -86,7 +88,7 @@ def _decoder_fingerprint() -> str:
     """Digest of the code and libraries that shape a shard: the decode path's code
     (:func:`behaviour_digest`) and the PyAV/FFmpeg and Pillow versions. Any change to them
     invalidates every receipt."""
-    modules = (dicom, images, sampling, shards, sys.modules[__name__], video)
+    modules = (dicom, images, sampling, scan_area_module, shards, sys.modules[__name__], video)
     digest = hashlib.sha256(f"av {av.__version__} pillow {PIL.__version__}".encode())
     for module in modules:
         digest.update(behaviour_digest(Path(module.__file__).read_text(encoding="utf-8"))
@@ -124,6 +126,7 @@ def decode_video(task: DecodeTask) -> VideoResult:
     config = task.config
     stream_info: dict[str, object] = {}
     try:
+        area = scan_area(task) if config.scan_area != "off" else None
         with open_reader(task) as decoder:
             info = decoder.info
             stream_info = dict(
@@ -131,11 +134,16 @@ def decode_video(task: DecodeTask) -> VideoResult:
                 height=info.height, fps=info.nominal_fps,
                 duration_s=info.stream_duration_s or info.container_duration_s,
                 source_tags=getattr(decoder, "tags", None))
-            records = write_video_shard(
-                shard, task.video_id,
-                decoder.sample(config.rate, config.max_frames, config.short_side,
-                               config.skip_nonref),
-                config.jpeg_quality)
+            frames = decoder.sample(config.rate, config.max_frames, config.short_side,
+                                    config.skip_nonref)
+            if area is not None:
+                frames = (replace(frame, image=area.apply(frame.image, config.scan_area))
+                          for frame in frames)
+                stream_info.update(scan_rule=area.rule, scan_box=list(area.box),
+                                   scan_fraction=round(area.fraction, 6),
+                                   scan_mask_sha256=hashlib.sha256(area.png()).hexdigest())
+            records = write_video_shard(shard, task.video_id, frames, config.jpeg_quality,
+                                        None if area is None else area.png())
             stream_info.update(frames=decoder.frames, decoded_frames=decoder.decoded_frames,
                                kept_frames=len(records), rotation=decoder.rotation)
             if not config.max_frames or len(records) < config.max_frames:  # decoded to the end
@@ -161,6 +169,20 @@ def decode_video(task: DecodeTask) -> VideoResult:
         write_json(task.shard_dir / f"{task.video_id}{RECEIPT_SUFFIX}",
                    {"cache_key": task.cache_key, "video": result.video, "frames": result.frames})
     return result
+
+
+def scan_area(task: DecodeTask) -> ScanArea:
+    """A first pass over the frames the task keeps (at their stored size): the clip's scan
+    area (:mod:`pipeline.data.scan_area`)."""
+    stats = VariationStats()
+    config = task.config
+    with open_reader(task) as decoder:
+        for frame in decoder.sample(config.rate, config.max_frames, config.short_side,
+                                    config.skip_nonref):
+            stats.add(frame.image)
+    if stats.count == 0:
+        raise DecodeError("too_short", "no frame kept to find the scan area in")
+    return estimate(stats)
 
 
 def open_reader(task: DecodeTask) -> VideoDecoder | DicomDecoder | StillImageReader \

@@ -51,6 +51,10 @@ VIDEO_SCHEMA = pa.schema([
     ("error", pa.string()),
     ("shard", pa.string()),              # relative to the manifest folder; null unless ok
     ("source_tags", pa.string()),        # DICOM: the allow-listed technical tags, as JSON
+    ("scan_rule", pa.string()),          # how the scan area was found (decode.scan_area on)
+    ("scan_box", pa.list_(pa.int32())),  # x0, y0, x1, y1 of the mask at the stored size
+    ("scan_fraction", pa.float64()),     # share of the frame the mask covers
+    ("scan_mask_sha256", pa.string()),   # of the mask PNG in the shard
 ])
 
 FRAME_SCHEMA = pa.schema([

@@ -64,15 +64,24 @@ def encode_jpeg(frame: SampledFrame, quality: int) -> bytes:
     return buffer.getvalue()
 
 
+def scan_mask_member(video_id: str) -> str:
+    """The tar member of a clip's scan-area mask (its own sample, ``<video_id>/scan_area``)."""
+    return f"{video_id}/scan_area.png"
+
+
 def write_video_shard(path: Path, video_id: str, frames: Iterable[SampledFrame],
-                      jpeg_quality: int = 95) -> list[FrameRecord]:
-    """Stream ``frames`` into the tar at ``path`` (atomically) and return one record per frame.
+                      jpeg_quality: int = 95, scan_mask: bytes | None = None
+                      ) -> list[FrameRecord]:
+    """Stream ``frames`` into the tar at ``path`` (atomically) and return one record per frame;
+    ``scan_mask`` (a PNG) goes first, as :func:`scan_mask_member`.
 
     Nothing is written at ``path`` if iterating ``frames`` raises.
     """
     written = []  # (frame without its image, digest): images are released as they go
     with (atomic_path(path) as temporary,
           tarfile.open(temporary, "w", format=tarfile.USTAR_FORMAT) as tar):
+        if scan_mask is not None:
+            _add_member(tar, scan_mask_member(video_id), scan_mask)
         for kept_index, frame in enumerate(frames):
             jpeg = encode_jpeg(frame, jpeg_quality)
             key = frame_key(video_id, kept_index)

@@ -29,25 +29,45 @@ PATIENT_NAME, PATIENT_ID = "DOE^JANE", "12345678"  # must never reach an output
 OVERLAY = "GAIN 52  DEPTH 12 cm  C5-1"  # burned-in settings text, as scanners print
 
 
-def with_overlay(pixels: np.ndarray) -> Image.Image:
-    """A frame with burned-in settings text, a depth ruler and a logo block (RGB)."""
-    image = Image.fromarray(pixels).convert("RGB")
+MARGIN = (12, 20)  # left/right and top margins of the exported frame around the sector
+
+
+def _draw_overlay(image: Image.Image) -> None:
+    """Settings text in the top margin, a depth ruler in the right one, a logo bottom-left."""
     draw = ImageDraw.Draw(image)
-    draw.text((2, 1), OVERLAY, fill=(255, 255, 255))
-    for tick in range(12, image.height - 4, 12):  # depth ruler on the right
-        draw.line([(image.width - 6, tick), (image.width - 2, tick)], fill=(200, 200, 200))
-    draw.rectangle([2, image.height - 10, 14, image.height - 3], fill=(0, 160, 220))  # logo
-    return image
+    draw.text((2, 2), OVERLAY, fill=(255, 255, 255))
+    for tick in range(MARGIN[1], image.height - 4, 12):
+        draw.line([(image.width - 8, tick), (image.width - 3, tick)], fill=(200, 200, 200))
+    draw.rectangle([2, image.height - 10, 9, image.height - 3], fill=(0, 160, 220))
 
 
-def _frames(spec: ClipSpec) -> list[Image.Image]:
-    return [with_overlay(pixels) for pixels in render_frames(spec)]
+def overlay_pixels(size: tuple[int, int]) -> np.ndarray:
+    """Where :func:`export_frames` draws its overlay on a frame of ``size`` (width, height)."""
+    canvas = Image.new("RGB", size)
+    _draw_overlay(canvas)
+    return np.asarray(canvas).any(axis=2)
+
+
+def export_frames(spec: ClipSpec) -> list[Image.Image]:
+    """The clip as a scanner exports it: the sector inside black margins, electronic noise
+    that changes every frame, and the static overlay of :func:`_draw_overlay`."""
+    frames = []
+    for index, pixels in enumerate(render_frames(spec)):
+        rng = np.random.default_rng([spec.seed, index])
+        noisy = 0.9 * pixels + rng.normal(0, 4, pixels.shape) * (pixels > 0)  # unsaturated
+        height, width = pixels.shape
+        image = Image.new("RGB", (width + 2 * MARGIN[0], height + MARGIN[1]))
+        image.paste(Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).convert("RGB"),
+                    (MARGIN[0], MARGIN[1]))
+        _draw_overlay(image)
+        frames.append(image)
+    return frames
 
 
 def write_dicom_cine(spec: ClipSpec, path: Path, compressed: bool, timing: str) -> None:
     """A US Multi-frame DICOM of ``spec``: JPEG Baseline in YBR_FULL_422 (``compressed``) or
     native MONOCHROME2, timed by Frame Time or by a Frame Time Vector (``timing``)."""
-    frames = _frames(spec)
+    frames = export_frames(spec)
     uid = lambda part: generate_uid(entropy_srcs=[path.name, part])  # noqa: E731
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = US_MULTIFRAME
@@ -92,14 +112,14 @@ def write_frame_folder(spec: ClipSpec, folder: Path) -> None:
     """The clip as PNG frames ``frame_1.png``, ``frame_2.png``, ... (natural order matters:
     ``frame_10`` sorts after ``frame_9``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for index, frame in enumerate(_frames(spec), start=1):
+    for index, frame in enumerate(export_frames(spec), start=1):
         with atomic_path(folder / f"frame_{index}.png") as temporary:
             frame.save(temporary, format="PNG")
 
 
 def write_still(spec: ClipSpec, path: Path) -> None:
     """The clip's first frame as one image (PNG or JPEG by the suffix)."""
-    frame = _frames(replace(spec, seconds=0.1))[0]
+    frame = export_frames(replace(spec, seconds=0.1))[0]
     with atomic_path(path) as temporary:
         frame.save(temporary, format="PNG" if path.suffix == ".png" else "JPEG", quality=92)
 

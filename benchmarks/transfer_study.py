@@ -55,13 +55,17 @@ RUNS: dict[str, tuple[TrainConfig | None, str]] = {
     "proto-epoch-schedule": (replace(PROTO, lr_schedule="constant_then_cosine"), "all"),
     "proto-train-split": (PROTO, "train"),
 }
+# runs on frames cropped to the scan area with everything outside it zeroed (issue 13)
+SCAN_AREA = {"proto-scan-area": "crop_and_mask"}
+RUNS["proto-scan-area"] = (PROTO, "all")
 # the six-method study (issue 11 §3): 100 epochs, two pretraining seeds, every clip
 STUDY_METHODS = ("uscl", "simclr", "hico", "meta_uscl", "supervised", "scratch")
 STUDY_SEEDS = (0, 1)
 RUNS.update({f"{method}-s{seed}": (replace(BASE, method=method, epochs=100, seed=seed), "all")
              for seed in STUDY_SEEDS for method in STUDY_METHODS
              if (method, seed) != ("scratch", 0)})  # that one is "scratch" above
-FINETUNED = ("scratch", "proto", "code", *(name for name in RUNS if name[-3:-1] == "-s"))
+FINETUNED = ("scratch", "proto", "code", "proto-scan-area",
+             *(name for name in RUNS if name[-3:-1] == "-s"))
 FINETUNE = FinetuneConfig(epochs=15, image_size=SIZE, workers=2)
 # fine-tuning variants of a pretrained run: why last-block fine-tuning can lose to scratch
 VARIANTS: dict[str, tuple[str, FinetuneConfig]] = {
@@ -71,12 +75,15 @@ VARIANTS: dict[str, tuple[str, FinetuneConfig]] = {
 }
 
 
-def prepared(work: Path) -> tuple[Path, Path]:
-    """COVID-BLUES (at most 30 frames a clip) and POCUS decoded at 3 fps, short side 112."""
-    corpus, downstream = work / "covid-blues", work / "pocus"
+def prepared(work: Path, scan_area: str = "off") -> tuple[Path, Path]:
+    """COVID-BLUES (at most 30 frames a clip) and POCUS decoded at 3 fps, short side 112
+    (with ``decode.scan_area``, into their own folders)."""
+    suffix = "" if scan_area == "off" else f"-{scan_area}"
+    corpus, downstream = work / f"covid-blues{suffix}", work / f"pocus{suffix}"
     for source, out, config in (
-            (SHARED / "covid-blues", corpus, DecodeConfig(max_frames=30, short_side=SIZE)),
-            (SHARED / "pocus", downstream, DecodeConfig(short_side=SIZE))):
+            (SHARED / "covid-blues", corpus,
+             DecodeConfig(max_frames=30, short_side=SIZE, scan_area=scan_area)),
+            (SHARED / "pocus", downstream, DecodeConfig(short_side=SIZE, scan_area=scan_area))):
         if not (out / "videos.parquet").is_file():
             ingest(source / "videos", source / "labels.csv", out, config)
     return corpus, downstream
@@ -123,7 +130,7 @@ def run(name: str, work: Path, out: Path) -> None:
     if (folder / "summary.json").is_file():
         print(f"{name}: done already")
         return
-    corpus_dir, downstream_dir = prepared(work)
+    corpus_dir, downstream_dir = prepared(work, SCAN_AREA.get(name, "off"))
     corpus = load_manifest(corpus_dir)
     split = split_table(corpus.videos, 0.2, 0)
     ok = corpus.videos[corpus.videos["status"] == "ok"]

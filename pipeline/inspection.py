@@ -14,8 +14,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from pipeline.atomic import atomic_path
 from pipeline.data.manifest import FRAMES_FILE, VIDEOS_FILE, Manifest
@@ -185,17 +187,47 @@ def verify(manifest: Manifest) -> tuple[int, list[Mismatch]]:
     return checked, problems
 
 
+def scan_mask(manifest: Manifest, video_id: str) -> np.ndarray | None:
+    """The clip's scan-area mask at the stored frames' geometry (cropped to its box when the
+    frames were cropped), or None when the dataset was decoded without one."""
+    row = manifest.video(video_id)
+    if not isinstance(row.get("scan_mask_sha256"), str):
+        return None
+    with tarfile.open(manifest.shard_path(row["shard"])) as archive:
+        mask = np.asarray(Image.open(archive.extractfile(scan_mask_member(video_id)))) > 0
+    first = manifest.frames_of(video_id).iloc[0]
+    if (first["width"], first["height"]) != (mask.shape[1], mask.shape[0]):
+        x0, y0, x1, y1 = (int(value) for value in row["scan_box"])
+        mask = mask[y0:y1, x0:x1]
+    return mask
+
+
+def outlined(image: Image.Image, mask: np.ndarray) -> Image.Image:
+    """``image`` with the edge of ``mask`` drawn in green."""
+    mask_image = Image.fromarray(mask.astype(np.uint8) * 255).resize(image.size,
+                                                                     Image.Resampling.NEAREST)
+    inside = np.asarray(mask_image) > 0
+    edge = inside & ~ndimage.binary_erosion(inside, iterations=2)
+    pixels = np.asarray(image).copy()
+    pixels[edge] = (0, 255, 0)
+    return Image.fromarray(pixels)
+
+
 def contact_sheet(manifest: Manifest, video_id: str, columns: int = 6,
                   thumb_width: int = 200) -> Image.Image:
-    """A grid of the video's kept frames (read by offset), each captioned with its time."""
+    """A grid of the video's kept frames (read by offset), each captioned with its time, the
+    scan-area mask outlined where the dataset has one."""
     frames = manifest.frames_of(video_id)
     if frames.empty:
         raise ValueError(f"video {video_id!r} has no kept frames "
                          f"(status: {manifest.video(video_id)['status']})")
+    mask = scan_mask(manifest, video_id)
     thumbs = []
     for frame in frames.itertuples():
         data = read_member(manifest.shard_path(frame.shard), frame.offset, frame.size)
         image = Image.open(io.BytesIO(data)).convert("RGB")
+        if mask is not None:
+            image = outlined(image, mask)
         height = max(1, round(image.height * thumb_width / image.width))
         thumbs.append((image.resize((thumb_width, height)), frame))
     cell_height = max(thumb.height for thumb, _ in thumbs) + 16

@@ -5,18 +5,24 @@ COVID-BLUES is 362 uniform mp4 clips. Kept counts are checked against the rule a
 timestamps from a separate decode pass, and against ffmpeg ``fps=3`` semantics.
 """
 
+import io
 from fractions import Fraction
 
 import av
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
+from scipy import ndimage
 
 from pipeline.config import DecodeConfig
 from pipeline.data.ingest import ingest
 from pipeline.data.manifest import load_manifest
 from pipeline.data.sampling import ffmpeg_fps_frame_count, kept_indices
+from pipeline.data.scan_area import MIN_VARIATION, VariationStats
+from pipeline.data.shards import read_member
 from pipeline.data.splits import split_table
-from pipeline.inspection import verify
+from pipeline.inspection import scan_mask, verify
 from tests.conftest import shared_dataset
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
@@ -96,3 +102,28 @@ def test_split_keeps_groups_apart_and_is_reproducible(decoded):
     assert first.groupby("group")["split"].nunique().max() == 1
     assert first.groupby("group")["fold"].nunique().max() == 1
     assert 0.12 <= (first["split"] == "val").mean() <= 0.28
+
+
+@pytest.fixture(scope="module")
+def pocus_masked(tmp_path_factory):
+    root = shared_dataset("pocus")
+    out = tmp_path_factory.mktemp("pocus-scan-area")
+    ingest(root / "videos", root / "labels.csv", out,
+           DecodeConfig(workers=2, short_side=112, max_frames=20, scan_area="mask"),
+           progress=False)
+    return load_manifest(out)
+
+
+def test_scan_area_masks_cover_each_clips_varying_pixels(pocus_masked):
+    """Every POCUS clip's mask holds (nearly) all of the pixels that vary in its stored frames
+    (docs/scan_area_pocus.jpg shows them): no second view or split-off part is left out."""
+    manifest, shares = pocus_masked, []
+    for video in manifest.videos.itertuples():
+        stats = VariationStats()
+        for frame in manifest.frames_of(video.video_id).itertuples():
+            stats.add(Image.open(io.BytesIO(read_member(manifest.shard_path(frame.shard),
+                                                        frame.offset, frame.size))))
+        varying = ndimage.binary_opening(stats.std > MIN_VARIATION, np.ones((3, 3), bool))
+        mask = scan_mask(manifest, video.video_id)
+        shares.append((varying & mask).sum() / max(1, varying.sum()))
+    assert len(shares) == 102 and min(shares) > 0.7 and np.median(shares) > 0.97, sorted(shares)[:5]

@@ -6,7 +6,8 @@ contrastive learning a shortcut (two frames of one clip share them). Per clip:
 
 * **clips** (at least :data:`MIN_CLIP_FRAMES` kept frames): pixels whose grey value varies over
   the kept frames are the image; the mask is the convex hull of the largest connected region
-  that varies (scan sectors and rectangles are convex), after an opening that drops isolated
+  that varies, with any other varying region at least a tenth of its size (scan sectors and
+  rectangles are convex; a dark band can split one), after an opening that drops isolated
   noisy pixels;
 * **stills and very short clips**: an intensity and shape rule on the first frame: the largest
   region whose local mean (5 px window) is brighter than the dark background, after an erosion
@@ -28,7 +29,8 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 MIN_CLIP_FRAMES = 3
-MIN_VARIATION = 2.0  # grey levels (std over frames) below which a pixel counts as static
+MIN_VARIATION = 1.5  # grey levels (std over frames) below which a pixel counts as static
+SECOND_REGION = 0.1  # a varying region this share of the largest one's size is image too
 BACKGROUND = 12      # local mean grey level below which a still's pixel is background
 STILL_WINDOW = 5     # px: the local mean's window (wider than speckle, text strokes, ticks)
 
@@ -99,12 +101,14 @@ class ScanArea:
         return image.crop(box)
 
 
-def _largest_region(binary: np.ndarray) -> np.ndarray:
+def _largest_region(binary: np.ndarray, share: float = 1.0) -> np.ndarray:
+    """The largest connected region, with every other region at least ``share`` of its
+    size (an image split in two by a dark band, or a dual view, keeps both parts)."""
     labels, count = ndimage.label(binary)
     if count == 0:
         return binary
     sizes = ndimage.sum_labels(binary, labels, index=range(1, count + 1))
-    return labels == 1 + int(np.argmax(sizes))
+    return np.isin(labels, 1 + np.flatnonzero(sizes >= share * sizes.max()))
 
 
 def _convex_hull(region: np.ndarray) -> np.ndarray:
@@ -129,7 +133,7 @@ def estimate(stats: VariationStats) -> ScanArea:
         std = stats.std
         varying = ndimage.binary_opening(std > MIN_VARIATION, np.ones((3, 3), bool))
         if varying.any():
-            return ScanArea(_convex_hull(_largest_region(varying)), "temporal")
+            return ScanArea(_convex_hull(_largest_region(varying, SECOND_REGION)), "temporal")
     # speckle is dark in places: judge brightness on a local mean; erode before choosing the
     # largest region, so the mean's spread never bridges the gap to nearby text
     square = np.ones((STILL_WINDOW, STILL_WINDOW), bool)

@@ -184,7 +184,7 @@ def _predictions(out: Path, name: str, protocol: str) -> pd.DataFrame | None:
 
 
 def report(out: Path) -> str:
-    """``report.md``: each run's numbers, and its paired difference to scratch and proto."""
+    """``report.md``: each run's numbers, and its paired differences (:func:`references`)."""
     names = [name for name in [*RUNS, *VARIANTS] if (out / name / "summary.json").is_file()]
     summaries = {name: json.loads((out / name / "summary.json").read_text()) for name in names}
     lines = ["# Transfer study: COVID-BLUES -> POCUS convex (issue 11)", "",
@@ -199,7 +199,7 @@ def report(out: Path) -> str:
                 continue
             lines += [f"## {protocol}, {level} level", "",
                       "| run | accuracy | macro F1 | macro AUC | fold acc. mean ± std | "
-                      "Δ acc. vs scratch [95 % CI] | Δ acc. vs proto [95 % CI] |",
+                      "Δ acc. vs scratch [95 % CI] | Δ acc. vs proto or SimCLR [95 % CI] |",
                       "|---|---|---|---|---|---|---|"]
             for name in rows:
                 metrics = summaries[name]["metrics"][protocol][level]
@@ -207,8 +207,8 @@ def report(out: Path) -> str:
                 cells = [name, f"{pooled['accuracy']:.3f}", f"{pooled['macro_f1']:.3f}",
                          f"{pooled['macro_auc']:.3f}",
                          f"{per_run['mean']:.3f} ± {per_run['std']:.3f}"]
-                for reference in ("scratch", "proto"):
-                    cells.append(_difference(out, name, reference, protocol, level))
+                cells += [_difference(out, name, reference, protocol, level)
+                          for reference in references(name)]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
     lines += ["## Runs", "", "| run | pretraining clips | train videos | pretrain s | "
@@ -221,6 +221,15 @@ def report(out: Path) -> str:
     text = "\n".join(lines) + "\n"
     write_text(out / "report.md", text)
     return text
+
+
+def references(name: str) -> tuple[str, str]:
+    """What a run is compared with: scratch and the prototype's recipe; a study run with the
+    scratch and SimCLR runs of its own pretraining seed."""
+    if name[-3:-1] == "-s":
+        seed = name[-1]
+        return ("scratch" if seed == "0" else f"scratch-s{seed}"), f"simclr-s{seed}"
+    return "scratch", "proto"
 
 
 def _difference(out: Path, name: str, reference: str, protocol: str, level: str) -> str:

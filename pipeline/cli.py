@@ -206,6 +206,26 @@ def compare_command(
     console.print(table)
 
 
+@app.command(name="export")
+def export_command(
+        run: Annotated[Path, typer.Argument(help="A pretraining run's folder (card.json, "
+                                                 "backbone.pt), e.g. models/pretrain.")],
+        output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write.")],
+        results: Annotated[list[Path] | None, typer.Option(
+            "--results", help="Evaluate or probe output folders whose metrics go into the "
+                              "model card (repeatable).")] = None) -> None:
+    """The backbone as model.safetensors + config.json + a model card (README.md), loadable by
+    torchvision and timm."""
+    from pipeline.export import export_backbone
+
+    try:
+        written = export_backbone(run, output, results or [])
+    except (FileNotFoundError, ValueError) as error:
+        error_line(str(error))
+        raise typer.Exit(2) from error
+    console.print("wrote " + ", ".join(str(path) for path in written))
+
+
 @app.command(name="pair-weights")
 def pair_weights(output: Annotated[Path, typer.Option("--output", "-o",
                                                       help="Folder for PNGs and CSVs.")],

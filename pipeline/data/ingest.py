@@ -164,8 +164,8 @@ def decode_sources(sources: list[SourceFile], out_dir: Path, config: DecodeConfi
     shard_dir = Path(out_dir) / SHARDS_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(Path(out_dir))
-    removed = _remove_stale(shard_dir, {source.video_id for source in sources if source.ok})
     sources = [_check_fps(source) for source in sources]
+    removed = _remove_stale(shard_dir, {source.video_id for source in sources if source.ok})
     tasks = {source.video_id: _task(source, shard_dir, config)
              for source in sources if source.ok}
     cached = {identifier: load_receipt(task) for identifier, task in tasks.items()}

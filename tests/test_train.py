@@ -211,3 +211,49 @@ def test_two_gloo_ranks_stay_in_sync(decoded_sample, tmp_path, method):
     assert all(torch.equal(rank0[key], rank1[key]) for key in tensors)  # CMW-Net's too
     exported = torch.load(tmp_path / "backbone.pt", weights_only=True)
     assert all(torch.equal(value, rank0[f"backbone.{key}"]) for key, value in exported.items())
+
+
+TWO_NODES_SCRIPT = """
+import json, sys, torch
+from pathlib import Path
+from pipeline.config import TrainConfig
+from pipeline.data.manifest import load_manifest
+from pipeline.pretrain import loader
+from pipeline.pretrain.engine import pretrain
+seen = []
+def recording(*args, **kwargs):  # what this rank's loader really iterates
+    batches = original(*args, **kwargs)
+    seen.extend(index for batch in batches for index in batch)
+    return batches
+original, loader.video_batches = loader.video_batches, recording
+manifest = load_manifest(Path(sys.argv[1]))
+config = TrainConfig(epochs=1, image_size=32, batch_size=2, workers=0, constant_epochs=1)
+card, method = pretrain(manifest, manifest.videos, config, Path(sys.argv[2]), progress=False)
+rank = torch.distributed.get_rank()
+torch.save(method.state_dict(), Path(sys.argv[2]) / f"rank{rank}.pt")
+(Path(sys.argv[2]) / f"seen{rank}.json").write_text(json.dumps(sorted(set(seen))))
+torch.distributed.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_two_nodes_rendezvous_and_train_disjoint_videos_in_sync(decoded_sample, tmp_path):
+    """``torchrun --nnodes 2`` as two launchers on this host (gloo): one process group across
+    both, each rank's loader sees its own videos, and both end with the same weights."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+         "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
+         "--no-python", sys.executable, "-c", TWO_NODES_SCRIPT, str(decoded_sample),
+         str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)]
+    for node in nodes:
+        _, stderr = node.communicate(timeout=300)
+        assert node.returncode == 0, stderr[-3000:]
+    seen = [set(json.loads((tmp_path / f"seen{rank}.json").read_text())) for rank in (0, 1)]
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(rank0[key], rank1[key]) for key, value in rank0.items()
+               if isinstance(value, torch.Tensor))

@@ -20,6 +20,7 @@ T = TypeVar("T")
 METHODS = ("uscl", "hico", "simclr", "supervised", "scratch", "meta_uscl", "meta_simclr")
 PRESETS = ("code", "paper", "proto")
 SCAN_AREA_MODES = ("off", "mask", "crop", "crop_and_mask")
+DECODE_ENGINES = ("local", "ray")
 LR_SCHEDULES = ("constant_then_cosine", "cosine_per_step")
 # What a null knob means per preset. ``proto`` is the one-file prototype's recipe (issue 11,
 # ``docs/methods.md`` §13): the paper's pair rule (time order, two weights, mixed before
@@ -108,6 +109,8 @@ class DecodeConfig:
     assume_fps: float | None = None  # rate for a multi-frame DICOM that states none
     folder_fps: float | None = None  # rate of a frame folder without a fps in labels.csv
     scan_area: str = "off"  # off | mask | crop | crop_and_mask (pipeline/data/scan_area.py)
+    engine: str = "local"   # local (process pool) | ray (tasks on a Ray cluster)
+    ray_address: str | None = None  # a running cluster ("auto", "ray://host:10001"); null: local
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
@@ -125,14 +128,15 @@ class DecodeConfig:
         if self.scan_area is False:  # YAML reads a bare `off` as false
             object.__setattr__(self, "scan_area", "off")
         check_choice("decode.scan_area", self.scan_area, SCAN_AREA_MODES)
+        check_choice("decode.engine", self.engine, DECODE_ENGINES)
         for name in ("assume_fps", "folder_fps"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"decode.{name} must be positive or null, got {value}")
 
     def cache_fields(self) -> dict[str, Any]:
-        """The fields that change a shard or a manifest row (workers and strict do not;
-        skip_nonref changes only ``decoded_frames``)."""
+        """The fields that change a shard or a manifest row (workers, strict and the engine
+        do not; skip_nonref changes only ``decoded_frames``)."""
         return {"rate": float(self.rate), "max_frames": self.max_frames,
                 "short_side": self.short_side, "jpeg_quality": self.jpeg_quality,
                 "min_frames": self.min_frames, "skip_nonref": self.skip_nonref,

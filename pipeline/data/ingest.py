@@ -98,6 +98,41 @@ def _pool(workers: int) -> ProcessPoolExecutor:
                                initializer=die_with_parent, initargs=(os.getpid(),))
 
 
+def _run_ray(tasks: list[DecodeTask], config: DecodeConfig, progress: bool
+             ) -> list[VideoResult]:
+    """The same unit of work as Ray tasks, on the cluster at ``decode.ray_address`` (or a local
+    Ray started for this run with ``decode.workers`` CPUs). Shards are written by the tasks
+    into the output folder, so it must be on a filesystem every node sees. A task whose worker
+    dies fails only its video (status ``crashed``)."""
+    import ray  # noqa: PLC0415 - optional engine, a heavy import
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=config.ray_address,
+                 num_cpus=None if config.ray_address else config.workers,
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(decode_video)
+        pending = {remote.remote(task): task for task in tasks}
+        results = []
+        with tqdm(total=len(tasks), desc="decode (ray)", unit="video",
+                  disable=not progress) as bar:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                task = pending.pop(done[0])
+                try:
+                    results.append(ray.get(done[0]))
+                except ray.exceptions.RayError as error:
+                    results.append(VideoResult(video_row(task, status="crashed", error=(
+                        f"{task.relative_path}: the Ray task died on this video: "
+                        f"{type(error).__name__}"))))
+                bar.update()
+        return results
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
 def _run_tasks(tasks: list[DecodeTask], workers: int, progress: bool) -> list[VideoResult]:
     """Run the tasks in a pool of ``workers`` processes (in-process for one worker).
 
@@ -172,8 +207,9 @@ def decode_sources(sources: list[SourceFile], out_dir: Path, config: DecodeConfi
     # Largest files first: the pool's last tasks are short, so no worker idles at the end.
     todo = sorted((task for identifier, task in tasks.items() if cached[identifier] is None),
                   key=lambda task: task.size_bytes, reverse=True)
-    fresh = {result.video["video_id"]: result
-             for result in _run_tasks(todo, config.workers, progress)}
+    run = (_run_ray(todo, config, progress) if config.engine == "ray" and todo
+           else _run_tasks(todo, config.workers, progress))
+    fresh = {result.video["video_id"]: result for result in run}
     results = [(cached.get(source.video_id) or fresh[source.video_id]) if source.ok
                else VideoResult(_skipped_row(source)) for source in sources]
     rows = [{**result.video, **_clean_labels(source.labels)}

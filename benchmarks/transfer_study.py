@@ -170,21 +170,36 @@ def run(name: str, work: Path, out: Path) -> None:
     print(f"{name}: video-level accuracy {accuracy}")
 
 
-def _predictions(out: Path, name: str, protocol: str) -> pd.DataFrame | None:
+def unit_names(work: Path) -> dict[str, str]:
+    """Video id -> source path over every decoded POCUS folder in ``work``: runs decoded
+    before and after the 16-digit ids (issue 12) name one video differently, and are paired
+    by its path."""
+    names: dict[str, str] = {}
+    for manifest in sorted(work.glob("pocus*/videos.parquet")):
+        videos = pd.read_parquet(manifest, columns=["video_id", "source_path"])
+        names.update(zip(videos["video_id"], videos["source_path"], strict=True))
+    return names
+
+
+def _predictions(out: Path, name: str, protocol: str, names: dict[str, str]
+                 ) -> pd.DataFrame | None:
     folder = out / name
     if protocol == "finetune":
         if not (folder / "finetune.parquet").is_file():
             return None
-        return selected(pd.read_parquet(folder / "finetune.parquet"),
-                        pd.read_csv(folder / "finetune_curves.csv"), "last_epoch")
-    if not (folder / "probe.parquet").is_file():
+        table = selected(pd.read_parquet(folder / "finetune.parquet"),
+                         pd.read_csv(folder / "finetune_curves.csv"), "last_epoch")
+    elif (folder / "probe.parquet").is_file():
+        table = pd.read_parquet(folder / "probe.parquet")
+        table = table[table["protocol"] == protocol]
+    else:
         return None
-    table = pd.read_parquet(folder / "probe.parquet")
-    return table[table["protocol"] == protocol]
+    return table.assign(video_id=table["video_id"].map(lambda vid: names.get(vid, vid)))
 
 
-def report(out: Path) -> str:
+def report(out: Path, work: Path) -> str:
     """``report.md``: each run's numbers, and its paired differences (:func:`references`)."""
+    units = unit_names(work)
     names = [name for name in [*RUNS, *VARIANTS] if (out / name / "summary.json").is_file()]
     summaries = {name: json.loads((out / name / "summary.json").read_text()) for name in names}
     lines = ["# Transfer study: COVID-BLUES -> POCUS convex (issue 11)", "",
@@ -207,7 +222,7 @@ def report(out: Path) -> str:
                 cells = [name, f"{pooled['accuracy']:.3f}", f"{pooled['macro_f1']:.3f}",
                          f"{pooled['macro_auc']:.3f}",
                          f"{per_run['mean']:.3f} ± {per_run['std']:.3f}"]
-                cells += [_difference(out, name, reference, protocol, level)
+                cells += [_difference(out, name, reference, protocol, level, units)
                           for reference in references(name)]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
@@ -232,10 +247,11 @@ def references(name: str) -> tuple[str, str]:
     return "scratch", "proto"
 
 
-def _difference(out: Path, name: str, reference: str, protocol: str, level: str) -> str:
+def _difference(out: Path, name: str, reference: str, protocol: str, level: str,
+                units: dict[str, str]) -> str:
     if name == reference:
         return "-"
-    a, b = _predictions(out, name, protocol), _predictions(out, reference, protocol)
+    a, b = (_predictions(out, run, protocol, units) for run in (name, reference))
     if a is None or b is None:
         return "n/a"
     accuracy = compare(a, b, CLASSES, level)[0]
@@ -259,8 +275,8 @@ def main() -> None:
     if not arguments.report:
         for name in arguments.runs or known:
             (run_variant if name in VARIANTS else run)(name, arguments.work, arguments.out)
-            report(arguments.out)
-    print(report(arguments.out))
+            report(arguments.out, arguments.work)
+    print(report(arguments.out, arguments.work))
 
 
 if __name__ == "__main__":

@@ -273,3 +273,26 @@ def test_a_black_still_keeps_the_whole_frame():
     stats.add(Image.new("RGB", (20, 10)))
     area = estimate(stats)
     assert area.rule == "whole_frame" and area.box == (0, 0, 20, 10)
+
+
+def test_rle_palette_and_single_frame_dicom(tmp_path):
+    frames = frames_of()[:3]
+    path = dicom(tmp_path / "rle.dcm", frames, FrameTime="100")
+    data = pydicom.dcmread(path)
+    data.compress(pydicom.uid.RLELossless, frames, encoding_plugin="pydicom")
+    data.save_as(path, enforce_file_format=True)
+    _, kept = decoded(path)
+    assert all(np.array_equal(np.asarray(k.image)[..., 0], f)
+               for k, f in zip(kept, frames, strict=True))
+    palette = np.arange(4, dtype=np.uint8).reshape(1, 2, 2).repeat(2, axis=0)
+    lut = dict(RedPaletteColorLookupTableDescriptor=[4, 0, 16],
+               GreenPaletteColorLookupTableDescriptor=[4, 0, 16],
+               BluePaletteColorLookupTableDescriptor=[4, 0, 16],
+               RedPaletteColorLookupTableData=np.array([0, 65535, 0, 0], "<u2").tobytes(),
+               GreenPaletteColorLookupTableData=np.array([0, 0, 65535, 0], "<u2").tobytes(),
+               BluePaletteColorLookupTableData=np.array([0, 0, 0, 65535], "<u2").tobytes())
+    _, kept = decoded(dicom(tmp_path / "pal.dcm", palette, photometric="PALETTE COLOR",
+                            FrameTime="100", **lut))
+    assert np.asarray(kept[0].image)[0].tolist() == [[0, 0, 0], [255, 0, 0]]
+    reader, kept = decoded(dicom(tmp_path / "one.dcm", frames_of()[:1]))  # no timing needed
+    assert reader.still and len(kept) == 1

@@ -3,10 +3,10 @@
 Pixel data is decoded by pydicom one kept frame at a time (``iter_pixels`` with the kept
 indices: memory flat in clip length, frames that cannot be kept never decoded): native, RLE
 (pydicom), JPEG Baseline/Extended and JPEG 2000 (Pillow), JPEG-LS (pyjpegls). Encapsulated
-video (MPEG-2, H.264, HEVC transfer syntaxes) is taken out of the fragments and decoded by PyAV
-like any video (pydicom issue #1390's route).
+video (MPEG-2, H.264, HEVC transfer syntaxes) is streamed fragment by fragment from the file
+to PyAV and decoded like any video (pydicom issue #1390's route).
 
-Frame times (docs/methods.md §1): Frame Time Vector (0018,1065), else Frame Time (0018,1063),
+Frame times: Frame Time Vector (0018,1065), else Frame Time (0018,1063),
 else Recommended Display Frame Rate (0008,2144) or Cine Rate (0018,0040), else
 ``decode.assume_fps``; none of them is status ``no_timing``. The 3 fps rule then applies by time,
 as for videos. Colour: YBR to RGB (pydicom), MONOCHROME1 inverted, PALETTE COLOR resolved,
@@ -154,6 +154,37 @@ def to_rgb(array: np.ndarray, header: pydicom.Dataset) -> Image.Image:
     return Image.fromarray(array[..., :3], "RGB")
 
 
+class FragmentStream(io.RawIOBase):
+    """The bitstream of encapsulated video pixel data, read fragment by fragment from the file
+    (the Basic Offset Table skipped): PyAV decodes it without the whole clip in memory."""
+
+    def __init__(self, path: Path, value_offset: int) -> None:
+        super().__init__()
+        self._file = open(path, "rb")  # noqa: SIM115 - closed with the stream
+        self._file.seek(value_offset)
+        pydicom.encaps.parse_basic_offsets(self._file)
+        self._fragments = pydicom.encaps.generate_fragments(self._file)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray) -> int:
+        while not self._pending:
+            self._pending = next(self._fragments, None)
+            if self._pending is None:
+                self._pending = b""
+                return 0
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
 class DicomDecoder:
     """The :class:`~pipeline.data.video.VideoDecoder` interface over a DICOM file."""
 
@@ -174,8 +205,13 @@ class DicomDecoder:
             raise DecodeError("no_pixel_data", "a DICOM file without pixel data (a report or "
                                                "a structured document?)")
         if syntax in MPEGTransferSyntaxes:
-            bitstream = b"".join(pydicom.encaps.generate_fragments(full.PixelData))
-            self._video = VideoDecoder(self.path, data=io.BytesIO(bitstream))
+            offset = full.get_item("PixelData", keep_deferred=True).value_tell
+            self._stream = FragmentStream(self.path, offset)
+            try:
+                self._video = VideoDecoder(self.path, data=self._stream)
+            except BaseException:
+                self._stream.close()
+                raise
             self.info = self._video.info
             return
         decoder = get_decoder(syntax) if syntax.is_compressed else None
@@ -228,6 +264,7 @@ class DicomDecoder:
     def close(self) -> None:
         if self._video is not None:
             self._video.close()
+            self._stream.close()
 
     def sample(self, rate: float, max_frames: int | None = None, short_side: int | None = None,
                skip_nonref: bool = True) -> Iterator[SampledFrame]:

@@ -22,14 +22,14 @@ import PIL
 
 from pipeline.atomic import write_json
 from pipeline.config import DecodeConfig
-from pipeline.data import dicom, images, sampling, shards, video
-from pipeline.data import scan_area as scan_area_module
+from pipeline.data import dicom, images, sampling, scan_area, shards, video
 from pipeline.data.dicom import DicomDecoder, is_dicom
 from pipeline.data.images import FrameFolderReader, StillImageReader, is_image
 from pipeline.data.scan_area import ScanArea, VariationStats, estimate
 from pipeline.data.shards import write_video_shard
 from pipeline.data.video import DecodeError, VideoDecoder
 
+Reader = VideoDecoder | DicomDecoder | StillImageReader | FrameFolderReader  # one interface
 SHARDS_DIR = "shards"
 RECEIPT_SUFFIX = ".receipt.json"
 TRUNCATED_FRACTION = 0.9  # decoded span below this share of the declared duration = truncated
@@ -88,7 +88,7 @@ def _decoder_fingerprint() -> str:
     """Digest of the code and libraries that shape a shard: the decode path's code
     (:func:`behaviour_digest`) and the PyAV/FFmpeg and Pillow versions. Any change to them
     invalidates every receipt."""
-    modules = (dicom, images, sampling, scan_area_module, shards, sys.modules[__name__], video)
+    modules = (dicom, images, sampling, scan_area, shards, sys.modules[__name__], video)
     digest = hashlib.sha256(f"av {av.__version__} pillow {PIL.__version__}".encode())
     for module in modules:
         digest.update(behaviour_digest(Path(module.__file__).read_text(encoding="utf-8"))
@@ -126,7 +126,8 @@ def decode_video(task: DecodeTask) -> VideoResult:
     config = task.config
     stream_info: dict[str, object] = {}
     try:
-        area = scan_area(task) if config.scan_area != "off" else None
+        area = find_scan_area(task) if config.scan_area != "off" else None
+        mask = None if area is None else area.png()
         with open_reader(task) as decoder:
             info = decoder.info
             stream_info = dict(
@@ -141,9 +142,8 @@ def decode_video(task: DecodeTask) -> VideoResult:
                           for frame in frames)
                 stream_info.update(scan_rule=area.rule, scan_box=list(area.box),
                                    scan_fraction=round(area.fraction, 6),
-                                   scan_mask_sha256=hashlib.sha256(area.png()).hexdigest())
-            records = write_video_shard(shard, task.video_id, frames, config.jpeg_quality,
-                                        None if area is None else area.png())
+                                   scan_mask_sha256=hashlib.sha256(mask).hexdigest())
+            records = write_video_shard(shard, task.video_id, frames, config.jpeg_quality, mask)
             stream_info.update(frames=decoder.frames, decoded_frames=decoder.decoded_frames,
                                kept_frames=len(records), rotation=decoder.rotation)
             if not config.max_frames or len(records) < config.max_frames:  # decoded to the end
@@ -171,7 +171,7 @@ def decode_video(task: DecodeTask) -> VideoResult:
     return result
 
 
-def scan_area(task: DecodeTask) -> ScanArea:
+def find_scan_area(task: DecodeTask) -> ScanArea:
     """A first pass over the frames the task keeps (at their stored size): the clip's scan
     area (:mod:`pipeline.data.scan_area`)."""
     stats = VariationStats()
@@ -185,8 +185,7 @@ def scan_area(task: DecodeTask) -> ScanArea:
     return estimate(stats)
 
 
-def open_reader(task: DecodeTask) -> VideoDecoder | DicomDecoder | StillImageReader \
-        | FrameFolderReader:
+def open_reader(task: DecodeTask) -> Reader:
     """The reader for the task's source, chosen by what it is, not by its extension only: a
     folder of frames, a DICOM file (by its magic), an image, else a video for FFmpeg to
     probe."""
@@ -200,8 +199,7 @@ def open_reader(task: DecodeTask) -> VideoDecoder | DicomDecoder | StillImageRea
     return VideoDecoder(source)
 
 
-def _decoded_duration(decoder: VideoDecoder | DicomDecoder | StillImageReader
-                      | FrameFolderReader) -> float | None:
+def _decoded_duration(decoder: Reader) -> float | None:
     """Time of the last decoded frame plus one nominal frame interval."""
     if decoder.last_timestamp is None or decoder.still:
         return None

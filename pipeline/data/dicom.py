@@ -62,8 +62,9 @@ def is_dicom(path: Path) -> bool:
 
 
 def _header(path: Path) -> pydicom.Dataset:
+    """The file's data set, large values (the pixel data) left unread until used."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        return pydicom.dcmread(path, defer_size=1024)
     except (InvalidDicomError, OSError, ValueError, EOFError) as error:
         raise DecodeError("unreadable", f"not a readable DICOM file: {error}") from error
 
@@ -200,12 +201,11 @@ class DicomDecoder:
             raise DecodeError("unreadable", "not a readable DICOM file: no transfer syntax in "
                                             "its meta information")
         self.tags = technical_tags(header)
-        full = pydicom.dcmread(self.path, defer_size=1024)
-        if "PixelData" not in full:
+        if "PixelData" not in header:
             raise DecodeError("no_pixel_data", "a DICOM file without pixel data (a report or "
                                                "a structured document?)")
         if syntax in MPEGTransferSyntaxes:
-            offset = full.get_item("PixelData", keep_deferred=True).value_tell
+            offset = header.get_item("PixelData", keep_deferred=True).value_tell
             self._stream = FragmentStream(self.path, offset)
             try:
                 self._video = VideoDecoder(self.path, data=self._stream)
@@ -221,7 +221,7 @@ class DicomDecoder:
                                              f"decoder installed; one of: {options} (mind the "
                                              "licence: pylibjpeg-libjpeg is GPLv3)")
         self.count = int(header.get("NumberOfFrames", 1) or 1)
-        self._check_length(full, syntax)
+        self._check_length(syntax)
         self.times = frame_times(header, self.count, assume_fps)
         interval = (self.times[-1] / (self.count - 1)) if self.count > 1 else None
         self.info = StreamInfo(
@@ -237,7 +237,7 @@ class DicomDecoder:
         """A single-frame DICOM is a still image."""
         return self._video is None and self.count == 1
 
-    def _check_length(self, full: pydicom.Dataset, syntax: pydicom.uid.UID) -> None:
+    def _check_length(self, syntax: pydicom.uid.UID) -> None:
         """Native pixel data must hold NumberOfFrames frames (encapsulated data is checked
         frame by frame while decoding)."""
         if syntax.is_compressed:
@@ -246,7 +246,7 @@ class DicomDecoder:
         samples = int(header.get("SamplesPerPixel", 1))
         bits = int(header.get("BitsAllocated", 8))
         frame_bytes = int(header.Rows) * int(header.Columns) * samples * bits // 8
-        length = full.get_item("PixelData", keep_deferred=True).length  # not read
+        length = header.get_item("PixelData", keep_deferred=True).length  # not read
         held = length // frame_bytes if frame_bytes else 0
         if held < self.count:
             raise DecodeError("truncated", f"pixel data holds {held} of the {self.count} frames "

@@ -33,10 +33,12 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """An image file as 8-bit RGB, upright (EXIF orientation applied), 16-bit grey scaled."""
+def load_rgb(path: Path) -> tuple[Image.Image, str]:
+    """An image file as 8-bit RGB, upright (EXIF orientation applied), 16-bit grey scaled;
+    and its format (``png``, ``jpeg``, ...)."""
     try:
         with Image.open(path) as opened:
+            image_format = (opened.format or "image").lower()
             image = ImageOps.exif_transpose(opened)
             image.load()
     except (UnidentifiedImageError, OSError, ValueError) as error:
@@ -45,7 +47,7 @@ def load_rgb(path: Path) -> Image.Image:
         array = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
         image = Image.fromarray(np.clip(np.rint(array * 255 / top), 0, 255).astype(np.uint8))
-    return image.convert("RGB")
+    return image.convert("RGB"), image_format
 
 
 class _ImageReader:
@@ -78,15 +80,11 @@ class StillImageReader(_ImageReader):
         super().__init__(path)
         if self.path.stat().st_size == 0:
             raise DecodeError("empty", "empty file (0 bytes)")
-        self.image = load_rgb(self.path)
-        self.info = StreamInfo(container="image", codec=self._format(),
+        self.image, image_format = load_rgb(self.path)
+        self.info = StreamInfo(container="image", codec=image_format,
                                width=self.image.width, height=self.image.height,
                                nominal_fps=None, stream_duration_s=None,
                                container_duration_s=None)
-
-    def _format(self) -> str:
-        with Image.open(self.path) as opened:
-            return (opened.format or "image").lower()
 
     def sample(self, rate: float, max_frames: int | None = None, short_side: int | None = None,
                skip_nonref: bool = True) -> Iterator[SampledFrame]:
@@ -110,7 +108,7 @@ class FrameFolderReader(_ImageReader):
             raise DecodeError("no_timing", "a frame folder without a rate: give it a fps column "
                                            "in labels.csv or set decode.folder_fps")
         self.interval = 1 / Fraction(fps).limit_denominator(1_000_000)
-        first = load_rgb(self.files[0])
+        first, _ = load_rgb(self.files[0])
         self.info = StreamInfo(container="frames", codec="images", width=first.width,
                                height=first.height, nominal_fps=float(fps),
                                stream_duration_s=float(len(self.files) * self.interval),
@@ -125,7 +123,7 @@ class FrameFolderReader(_ImageReader):
         self.last_timestamp = times[self.frames - 1]
         for index in kept:
             try:
-                image = load_rgb(self.files[index])
+                image, _ = load_rgb(self.files[index])
             except DecodeError as error:
                 raise DecodeError("decode_error", f"frame {self.files[index].name} (after "
                                                   f"{self.decoded_frames} frames): "

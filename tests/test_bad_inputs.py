@@ -30,6 +30,7 @@ from pipeline.data.sources import discover, read_labels, video_id
 from pipeline.data.splits import copies_across_groups, split_table
 from pipeline.data.synthetic import FORMATS, ClipSpec, write_clip
 from tests.conftest import REPO
+from tests.media import write_audio_only
 
 CONFIG = DecodeConfig(workers=2, min_frames=2)
 
@@ -124,13 +125,7 @@ def hostile(tmp_path_factory) -> Path:
     data = clip(base / "long.avi", seconds=3, fmt_index=1).read_bytes()
     (videos / "cut.avi").write_bytes(data[: len(data) // 2])
     shutil.copy(good, videos / "mp4_named.avi")
-    with av.open(str(videos / "audio_only.m4a"), "w", format="mp4") as output:
-        stream = output.add_stream("aac", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
-        frame.sample_rate = 8000
-        output.mux(stream.encode(frame))
-        output.mux(stream.encode(None))
+    write_audio_only(videos / "audio_only.m4a", container="mp4")
     clip(videos / "one_frame.mp4", seconds=0.3)
     encode(videos / "vfr.mp4", "libx264", "yuv420p", (32, 48), frames=8,
            pts=[0, 40, 90, 500, 560, 1300, 1350, 2100])

@@ -19,6 +19,7 @@ from pipeline.data.decode import RECEIPT_SUFFIX, decode_video
 from pipeline.data.ingest import ingest
 from pipeline.data.manifest import FRAMES_FILE, VIDEOS_FILE, load_manifest
 from pipeline.data.synthetic import FORMATS, ClipSpec, write_clip
+from tests.media import write_audio_only
 
 CONFIG = DecodeConfig(workers=1, min_frames=2)
 
@@ -66,13 +67,7 @@ def bad_corpus(tmp_path: Path) -> Path:
         starts = [packet.pos for packet in container.demux(video=0) if packet.pos]
     path.write_bytes(path.read_bytes()[: starts[len(starts) // 2]])  # ends at a packet boundary
     clip(videos, "one frame.mp4", seconds=0.3)  # keeps 1 frame < min_frames 2
-    with av.open(str(videos / "audio_only.mp4"), "w") as output:
-        stream = output.add_stream("aac", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
-        frame.sample_rate = 8000
-        output.mux(stream.encode(frame))
-        output.mux(stream.encode(None))
+    write_audio_only(videos / "audio_only.mp4")
     return videos
 
 

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline.config import DecodeConfig, TrainConfig
 from pipeline.data.ingest import ingest
 from pipeline.data.manifest import load_manifest
-from pipeline.data.shards import read_member
+from pipeline.data.storage import read_range
 from pipeline.data.views import AugmentSpec
 from pipeline.pretrain.loader import PairDataset
 from pipeline.pretrain.methods import build_method
@@ -91,7 +91,7 @@ def export_folders(manifest, root: Path) -> list[Path]:
         folder = root / video
         folder.mkdir(parents=True)
         for row in frames.itertuples():
-            data = read_member(manifest.shard_path(row.shard), row.offset, row.size)
+            data = read_range(manifest.shard_path(row.shard), row.offset, row.size)
             (folder / f"{video}_frame{row.kept_index}.jpg").write_bytes(data)
         folders.append(folder)
     return folders

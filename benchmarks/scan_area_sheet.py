@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from pipeline.config import DecodeConfig
 from pipeline.data.ingest import ingest
 from pipeline.data.manifest import load_manifest
-from pipeline.data.shards import read_member
+from pipeline.data.storage import read_range
 from pipeline.inspection import outlined, scan_mask
 
 SHARED = Path(os.environ.get("USPIPE_SHARED_DATA", Path(__file__).resolve().parents[2] /
@@ -46,7 +46,7 @@ def main() -> None:
     draw = ImageDraw.Draw(sheet)
     for position, video in enumerate(videos.itertuples()):
         frame = manifest.frames_of(video.video_id).iloc[0]
-        image = Image.open(io.BytesIO(read_member(manifest.shard_path(frame["shard"]),
+        image = Image.open(io.BytesIO(read_range(manifest.shard_path(frame["shard"]),
                                                   frame["offset"], frame["size"])))
         image = outlined(image.convert("RGB"), scan_mask(manifest, video.video_id))
         image.thumbnail((TILE, TILE))

@@ -21,8 +21,9 @@ from scipy import ndimage
 
 from pipeline.atomic import atomic_path
 from pipeline.data.manifest import FRAMES_FILE, VIDEOS_FILE, Manifest
-from pipeline.data.shards import read_member, scan_mask_member
+from pipeline.data.shards import scan_mask_member
 from pipeline.data.splits import copies_across_groups
+from pipeline.data.storage import read_range
 
 
 def _distribution(values: pd.Series) -> dict[str, float | None]:
@@ -224,7 +225,7 @@ def contact_sheet(manifest: Manifest, video_id: str, columns: int = 6,
     mask = scan_mask(manifest, video_id)
     thumbs = []
     for frame in frames.itertuples():
-        data = read_member(manifest.shard_path(frame.shard), frame.offset, frame.size)
+        data = read_range(manifest.shard_path(frame.shard), frame.offset, frame.size)
         image = Image.open(io.BytesIO(data)).convert("RGB")
         if mask is not None:
             image = outlined(image, mask)

@@ -5,23 +5,23 @@ Writes every run's test-fold probabilities after every epoch, and its training c
 
 from pathlib import Path
 
-import pandas as pd
-
 from pipeline.atomic import atomic_path, write_text
 from pipeline.card import RunCard
 from pipeline.config import load_params
 from pipeline.console import run_stage
-from pipeline.data.manifest import load_manifest
+from pipeline.data.manifest import load_manifest, load_split
+from pipeline.data.storage import dataset_path
 from pipeline.evaluate.finetune import cross_validate
 
 
-def main(dataset: str = "downstream", data: Path = Path("data"),
+def main(dataset: str = "downstream", data: str = "data",
          backbone: Path = Path("models/pretrain"),
          out: Path = Path("models/finetune")) -> None:
     params = load_params()
     card = RunCard.load(backbone / "card.json")
-    manifest = load_manifest(data / dataset)
-    split = pd.read_csv(data / dataset / "split.csv")
+    root = dataset_path(data) / dataset  # a folder, or a URL such as s3://bucket/data
+    manifest = load_manifest(root)
+    split = load_split(root)
     result = cross_validate(manifest, split, params.finetune, card.backbone,
                             backbone / "backbone.pt", card.normalisation)
     out.mkdir(parents=True, exist_ok=True)

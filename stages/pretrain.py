@@ -5,19 +5,19 @@ Runs single-process, or multi-GPU as ``torchrun --nproc-per-node N stages/pretra
 
 from pathlib import Path
 
-import pandas as pd
-
 from pipeline.config import load_params
 from pipeline.console import run_stage
-from pipeline.data.manifest import load_manifest
+from pipeline.data.manifest import load_manifest, load_split
+from pipeline.data.storage import dataset_path
 from pipeline.pretrain.engine import pretrain
 
 
-def main(dataset: str = "pretrain", data: Path = Path("data"),
+def main(dataset: str = "pretrain", data: str = "data",
          out: Path = Path("models/pretrain")) -> None:
     params = load_params()
-    manifest = load_manifest(data / dataset)
-    split = pd.read_csv(data / dataset / "split.csv")
+    root = dataset_path(data) / dataset  # a folder, or a URL such as s3://bucket/data
+    manifest = load_manifest(root)
+    split = load_split(root)
     train = manifest.videos.merge(split.loc[split["split"] == "train", ["video_id"]],
                                   on="video_id").sort_values("video_id")
     held_out = sorted(split.loc[split["split"] != "train", "video_id"])

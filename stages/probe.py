@@ -3,26 +3,26 @@ frame and video level."""
 
 from pathlib import Path
 
-import pandas as pd
-
 from pipeline.atomic import atomic_path, write_json
 from pipeline.card import RunCard
 from pipeline.config import load_params
 from pipeline.console import run_stage
-from pipeline.data.manifest import load_manifest
+from pipeline.data.manifest import load_manifest, load_split
 from pipeline.data.splits import split_table
+from pipeline.data.storage import dataset_path
 from pipeline.evaluate.evaluation import level_scores
 from pipeline.evaluate.finetune import select_videos
 from pipeline.evaluate.probe import frame_features, repeated_probes
 
 
-def main(dataset: str = "downstream", data: Path = Path("data"),
+def main(dataset: str = "downstream", data: str = "data",
          backbone: Path = Path("models/pretrain"), out: Path = Path("results/probe")) -> None:
     params = load_params()
     selection, config = params.finetune, params.probe
     card = RunCard.load(backbone / "card.json")
-    manifest = load_manifest(data / dataset)
-    split = pd.read_csv(data / dataset / "split.csv")
+    root = dataset_path(data) / dataset  # a folder, or a URL such as s3://bucket/data
+    manifest = load_manifest(root)
+    split = load_split(root)
     videos = select_videos(manifest.videos, split, selection)
     features, frames = frame_features(manifest, videos["video_id"].tolist(), card.backbone,
                                       backbone / "backbone.pt", card.normalisation,

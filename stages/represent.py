@@ -2,13 +2,12 @@
 
 from pathlib import Path
 
-import pandas as pd
-
 from pipeline.backbones import load_backbone
 from pipeline.card import RunCard
 from pipeline.config import load_params
 from pipeline.console import run_stage
-from pipeline.data.manifest import load_manifest
+from pipeline.data.manifest import load_manifest, load_split
+from pipeline.data.storage import dataset_path
 from pipeline.evaluate.finetune import select_videos
 from pipeline.evaluate.representation import (
     embed,
@@ -18,13 +17,14 @@ from pipeline.evaluate.representation import (
 )
 
 
-def main(dataset: str = "downstream", data: Path = Path("data"),
+def main(dataset: str = "downstream", data: str = "data",
          backbone: Path = Path("models/pretrain"), out: Path = Path("results/representation"),
          videos_per_class: int = 20, frames_per_video: int = 8) -> None:
     config = load_params().finetune
     card = RunCard.load(backbone / "card.json")
-    manifest = load_manifest(data / dataset)
-    videos = select_videos(manifest.videos, pd.read_csv(data / dataset / "split.csv"), config)
+    root = dataset_path(data) / dataset  # a folder, or a URL such as s3://bucket/data
+    manifest = load_manifest(root)
+    videos = select_videos(manifest.videos, load_split(root), config)
     videos = videos.groupby("label", group_keys=False).head(videos_per_class)
     model = load_backbone(card.backbone, backbone / "backbone.pt")[0].eval()
     images, ids, labels = frames_of(manifest, videos, frames_per_video, config.image_size,

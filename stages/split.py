@@ -5,7 +5,7 @@ from pathlib import Path
 from pipeline.atomic import write_text
 from pipeline.config import load_params
 from pipeline.console import run_stage
-from pipeline.data.manifest import load_manifest
+from pipeline.data.manifest import SPLIT_FILE, load_manifest
 from pipeline.data.splits import copies_across_groups, split_table
 
 
@@ -14,7 +14,7 @@ def main(dataset: str, out: Path = Path("data")) -> None:
     manifest = load_manifest(out / dataset)
     table = split_table(manifest.videos, params.split.val_fraction, params.split.seed,
                         params.dataset(dataset).folds)
-    write_text(out / dataset / "split.csv", table.to_csv(index=False))
+    write_text(out / dataset / SPLIT_FILE, table.to_csv(index=False))
     copies = copies_across_groups(manifest.videos[manifest.videos["status"] == "ok"])
     print(f"split@{dataset}: {table['split'].value_counts().to_dict()} videos"
           + (f", {table['fold'].nunique()} folds" if "fold" in table else "")

@@ -82,13 +82,13 @@ def test_new_epoch_new_pairs(decoded_sample):
 
 def test_only_the_sampled_frames_are_read(decoded_sample, monkeypatch):
     reads = []
-    original = frames_module.read_member
+    original = frames_module.read_range
 
     def counting(path, offset, size):
         reads.append((path, offset))
         return original(path, offset, size)
 
-    monkeypatch.setattr(frames_module, "read_member", counting)
+    monkeypatch.setattr(frames_module, "read_range", counting)
     data = dataset(decoded_sample)
     list(data)
     per_video = {}

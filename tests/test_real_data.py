@@ -20,8 +20,8 @@ from pipeline.data.ingest import ingest
 from pipeline.data.manifest import load_manifest
 from pipeline.data.sampling import ffmpeg_fps_frame_count, kept_indices
 from pipeline.data.scan_area import MIN_VARIATION, VariationStats
-from pipeline.data.shards import read_member
 from pipeline.data.splits import split_table
+from pipeline.data.storage import read_range
 from pipeline.inspection import scan_mask, verify
 from tests.conftest import shared_dataset
 
@@ -121,7 +121,7 @@ def test_scan_area_masks_cover_each_clips_varying_pixels(pocus_masked):
     for video in manifest.videos.itertuples():
         stats = VariationStats()
         for frame in manifest.frames_of(video.video_id).itertuples():
-            stats.add(Image.open(io.BytesIO(read_member(manifest.shard_path(frame.shard),
+            stats.add(Image.open(io.BytesIO(read_range(manifest.shard_path(frame.shard),
                                                         frame.offset, frame.size))))
         varying = ndimage.binary_opening(stats.std > MIN_VARIATION, np.ones((3, 3), bool))
         mask = scan_mask(manifest, video.video_id)

@@ -12,7 +12,8 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from pipeline.data.shards import read_member, write_video_shard
+from pipeline.data.shards import write_video_shard
+from pipeline.data.storage import read_range
 from pipeline.data.video import SampledFrame
 
 VIDEO = "convex__Cov-Atlas_44_gif-c7fea090"
@@ -34,7 +35,7 @@ def test_offsets_read_each_frame_byte_exact(tmp_path):
     with tarfile.open(shard) as archive:
         members = {m.name: archive.extractfile(m).read() for m in archive.getmembers()}
     for record in records:
-        data = read_member(shard, record.offset, record.size)
+        data = read_range(shard, record.offset, record.size)
         assert data == members[record.member]
         assert hashlib.sha256(data).hexdigest() == record.sha256
         assert Image.open(io.BytesIO(data)).size == (record.width, record.height) == (64, 48)
@@ -72,7 +73,7 @@ def test_short_read_is_an_error(tmp_path):
     shard = tmp_path / "x.tar"
     record = write_video_shard(shard, VIDEO, frames(1))[0]
     with pytest.raises(OSError, match="short read"):
-        read_member(shard, shard.stat().st_size - 10, record.size)
+        read_range(shard, shard.stat().st_size - 10, record.size)
 
 
 def test_frames_are_released_as_they_are_written(tmp_path):
@@ -99,7 +100,7 @@ def test_grey_frames_are_stored_with_one_channel_and_the_same_pixels(tmp_path):
     images = [Image.fromarray(grey), Image.fromarray(almost)]
     records = write_video_shard(tmp_path / "v.tar", "v", (
         SampledFrame(i, Fraction(i, 3), i, image) for i, image in enumerate(images)))
-    stored = [Image.open(io.BytesIO(read_member(tmp_path / "v.tar", r.offset, r.size)))
+    stored = [Image.open(io.BytesIO(read_range(tmp_path / "v.tar", r.offset, r.size)))
               for r in records]
     assert [image.mode for image in stored] == ["L", "RGB"]
     as_rgb = io.BytesIO()

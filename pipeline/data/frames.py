@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.data.manifest import Manifest
-from pipeline.data.shards import read_member
+from pipeline.data.storage import read_range
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class FrameLocation:
     def frame(self, size: int) -> Image.Image:
         """The frame, read by offset and decoded for a view of ``size`` px, in its stored
         mode (grey ``L`` or RGB, :func:`load_frame`)."""
-        return load_frame(read_member(self.shard, self.offset, self.size), size)
+        return load_frame(read_range(self.shard, self.offset, self.size), size)
 
     def image(self, size: int) -> Image.Image:
         """:meth:`frame` as RGB."""

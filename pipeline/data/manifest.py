@@ -2,7 +2,8 @@
 listing they were decoded from, ``sources.parquet``.
 
 All are written atomically with the fixed schemas below (documented in the README); paths in
-them are relative to the manifest's folder, so a dataset folder can be moved as a whole.
+them are relative to the manifest's folder, so a dataset folder can be moved as a whole, to
+object storage too (:mod:`pipeline.data.storage`: readers take a folder or a URL).
 ``videos.parquet`` carries any further labels.csv columns after the fixed ones, as text.
 ``checksums.json``, written last, records both manifests' SHA-256: :func:`load_manifest`
 refuses a manifest that no longer matches it, or that does not parse.
@@ -11,6 +12,7 @@ refuses a manifest that no longer matches it, or that does not parse.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -22,11 +24,13 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.data.sources import LABEL_COLUMNS, SourceFile
+from pipeline.data.storage import Location, dataset_path
 
 VIDEOS_FILE = "videos.parquet"
 FRAMES_FILE = "frames.parquet"
 SOURCES_FILE = "sources.parquet"
 CHECKSUMS_FILE = "checksums.json"
+SPLIT_FILE = "split.csv"  # written by the split stage beside the manifests
 
 VIDEO_SCHEMA = pa.schema([
     ("video_id", pa.string()),
@@ -102,7 +106,7 @@ def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> None:
 
 
 def sha256_of(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_manifests(folder: Path, videos: list[dict], frames: list[dict]) -> None:
@@ -135,40 +139,40 @@ def read_sources(path: Path, root: Path) -> list[SourceFile]:
             for row in rows]
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """A Parquet file as a DataFrame; a file that does not parse is a :class:`ManifestError`
-    naming it."""
+def read_table(path: Location, content: bytes) -> pd.DataFrame:
+    """A Parquet file's ``content`` as a DataFrame; content that does not parse is a
+    :class:`ManifestError` naming the file."""
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(pa.BufferReader(content))
     except (OSError, ValueError, pa.ArrowException) as error:
         raise ManifestError(f"{path}: not a readable Parquet manifest (corrupt or cut short?): "
                             f"{error}") from error
 
 
-def check_checksums(root: Path) -> list[str]:
-    """Problems of the manifests against ``checksums.json`` (none if it is absent: datasets
-    decoded before it existed)."""
-    sidecar = Path(root) / CHECKSUMS_FILE
+def check_checksums(root: Location, contents: dict[str, bytes]) -> list[str]:
+    """Problems of the manifests' ``contents`` (file name -> bytes) against ``checksums.json``
+    (none if it is absent: datasets decoded before it existed)."""
+    sidecar = root / CHECKSUMS_FILE
     if not sidecar.is_file():
         return []
     try:
         recorded = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         return [f"{sidecar}: unreadable ({error})"]
-    return [f"{Path(root) / name}: SHA-256 differs from {CHECKSUMS_FILE} (changed or corrupted "
-            "since it was written)" for name in (VIDEOS_FILE, FRAMES_FILE)
-            if recorded.get(name) != sha256_of(Path(root) / name)]
+    return [f"{root / name}: SHA-256 differs from {CHECKSUMS_FILE} (changed or corrupted "
+            "since it was written)" for name, content in contents.items()
+            if recorded.get(name) != hashlib.sha256(content).hexdigest()]
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """A decoded dataset on disk: its folder, video table and frame table."""
+    """A decoded dataset: its folder (or URL), video table and frame table."""
 
-    root: Path
+    root: Location
     videos: pd.DataFrame
     frames: pd.DataFrame
 
-    def shard_path(self, relative: str) -> Path:
+    def shard_path(self, relative: str) -> Location:
         return self.root / relative
 
     def video(self, video_id: str) -> pd.Series:
@@ -181,16 +185,29 @@ class Manifest:
         return self.frames[self.frames["video_id"] == video_id].sort_values("kept_index")
 
 
-def load_manifest(root: Path) -> Manifest:
-    """Read a dataset folder's manifests; a clear error if it has not been decoded yet, and a
-    :class:`ManifestError` naming the file if one does not parse or match its checksum."""
-    root = Path(root)
+def load_manifest(root: str | os.PathLike) -> Manifest:
+    """Read a dataset's manifests from its folder or URL (each file read once); a clear error
+    if it has not been decoded yet, and a :class:`ManifestError` naming the file if one does
+    not parse or match its checksum."""
+    root = dataset_path(root)
     missing = [name for name in (VIDEOS_FILE, FRAMES_FILE) if not (root / name).is_file()]
     if missing:
         raise FileNotFoundError(
             f"no manifest in {root} (missing {', '.join(missing)}): run `dvc repro` "
             "(or the decode stage) first, or pass the folder that holds videos.parquet")
-    problems = check_checksums(root)
+    contents = {name: (root / name).read_bytes() for name in (VIDEOS_FILE, FRAMES_FILE)}
+    problems = check_checksums(root, contents)
     if problems:
         raise ManifestError("; ".join(problems))
-    return Manifest(root, read_table(root / VIDEOS_FILE), read_table(root / FRAMES_FILE))
+    return Manifest(root, *(read_table(root / name, content)
+                            for name, content in contents.items()))
+
+
+def load_split(root: str | os.PathLike) -> pd.DataFrame:
+    """The split stage's table (``split.csv``: split and fold per video) of a dataset's folder
+    or URL."""
+    path = dataset_path(root) / SPLIT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {SPLIT_FILE} in {dataset_path(root)}: run the split stage "
+                                "(`dvc repro split@<dataset>`) first")
+    return pd.read_csv(io.BytesIO(path.read_bytes()))

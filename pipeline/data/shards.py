@@ -115,13 +115,3 @@ def member_offsets(path: Path) -> dict[str, tuple[int, int]]:
     """``{member name: (data offset, size)}`` read from the tar headers (data is not read)."""
     with tarfile.open(path, "r:") as archive:
         return {info.name: (info.offset_data, info.size) for info in archive.getmembers()}
-
-
-def read_member(path: Path, offset: int, size: int) -> bytes:
-    """The bytes of one member, read by offset without scanning the tar."""
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        data = handle.read(size)
-    if len(data) != size:
-        raise OSError(f"{path}: short read at offset {offset} ({len(data)} of {size} bytes)")
-    return data

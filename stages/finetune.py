@@ -14,13 +14,13 @@ from pipeline.data.storage import dataset_path
 from pipeline.evaluate.finetune import cross_validate
 
 
-def main(dataset: str = "downstream", data: str = "data",
+def main(dataset: str = "downstream", data: str = "data", shard_cache: Path | None = None,
          backbone: Path = Path("models/pretrain"),
          out: Path = Path("models/finetune")) -> None:
     params = load_params()
     card = RunCard.load(backbone / "card.json")
     root = dataset_path(data) / dataset  # a folder, or a URL such as s3://bucket/data
-    manifest = load_manifest(root)
+    manifest = load_manifest(root, shard_cache)  # a local cache of remote shards
     split = load_split(root)
     result = cross_validate(manifest, split, params.finetune, card.backbone,
                             backbone / "backbone.pt", card.normalisation)

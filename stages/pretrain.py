@@ -12,11 +12,11 @@ from pipeline.data.storage import dataset_path
 from pipeline.pretrain.engine import pretrain
 
 
-def main(dataset: str = "pretrain", data: str = "data",
+def main(dataset: str = "pretrain", data: str = "data", shard_cache: Path | None = None,
          out: Path = Path("models/pretrain")) -> None:
     params = load_params()
     root = dataset_path(data) / dataset  # a folder, or a URL such as s3://bucket/data
-    manifest = load_manifest(root)
+    manifest = load_manifest(root, shard_cache)  # a local cache of remote shards
     split = load_split(root)
     train = manifest.videos.merge(split.loc[split["split"] == "train", ["video_id"]],
                                   on="video_id").sort_values("video_id")

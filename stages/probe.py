@@ -15,13 +15,13 @@ from pipeline.evaluate.finetune import select_videos
 from pipeline.evaluate.probe import frame_features, repeated_probes
 
 
-def main(dataset: str = "downstream", data: str = "data",
+def main(dataset: str = "downstream", data: str = "data", shard_cache: Path | None = None,
          backbone: Path = Path("models/pretrain"), out: Path = Path("results/probe")) -> None:
     params = load_params()
     selection, config = params.finetune, params.probe
     card = RunCard.load(backbone / "card.json")
     root = dataset_path(data) / dataset  # a folder, or a URL such as s3://bucket/data
-    manifest = load_manifest(root)
+    manifest = load_manifest(root, shard_cache)  # a local cache of remote shards
     split = load_split(root)
     videos = select_videos(manifest.videos, split, selection)
     features, frames = frame_features(manifest, videos["video_id"].tolist(), card.backbone,

@@ -17,13 +17,13 @@ from pipeline.evaluate.representation import (
 )
 
 
-def main(dataset: str = "downstream", data: str = "data",
+def main(dataset: str = "downstream", data: str = "data", shard_cache: Path | None = None,
          backbone: Path = Path("models/pretrain"), out: Path = Path("results/representation"),
          videos_per_class: int = 20, frames_per_video: int = 8) -> None:
     config = load_params().finetune
     card = RunCard.load(backbone / "card.json")
     root = dataset_path(data) / dataset  # a folder, or a URL such as s3://bucket/data
-    manifest = load_manifest(root)
+    manifest = load_manifest(root, shard_cache)  # a local cache of remote shards
     videos = select_videos(manifest.videos, load_split(root), config)
     videos = videos.groupby("label", group_keys=False).head(videos_per_class)
     model = load_backbone(card.backbone, backbone / "backbone.pt")[0].eval()

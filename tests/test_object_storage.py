@@ -78,20 +78,35 @@ def test_manifests_on_s3_read_and_checked_as_on_disk(dataset_on_s3):
 
 
 def test_two_epochs_read_from_s3_give_the_weights_read_from_disk(dataset_on_s3, tmp_path):
-    """Worker processes (2) read every frame by byte range from the server."""
+    """Worker processes (2) read every frame by byte range from the server, or from a local
+    cache of whole shards fetched from it."""
     local, url = dataset_on_s3
+    cache = tmp_path / "cache"
     cards = {}
-    for name, location in (("disk", local), ("s3", url)):
-        manifest = load_manifest(location)
+    for name, manifest in (("disk", load_manifest(local)), ("s3", load_manifest(url)),
+                           ("s3+cache", load_manifest(url, shard_cache=cache))):
         cards[name], _ = pretrain(manifest, manifest.videos, TWO_EPOCHS, tmp_path / name,
                                   progress=False, log_metrics=False)
-    disk, s3 = (torch.load(tmp_path / name / BACKBONE, weights_only=True)
-                for name in ("disk", "s3"))
-    assert disk.keys() == s3.keys() and all(torch.equal(disk[key], s3[key]) for key in disk)
+    weights = {name: torch.load(tmp_path / name / BACKBONE, weights_only=True) for name in cards}
+    for name in ("s3", "s3+cache"):
+        assert weights[name].keys() == weights["disk"].keys()
+        assert all(torch.equal(weights["disk"][key], weights[name][key])
+                   for key in weights["disk"])
     untimed = {name: replace(card, final_losses={
         term: value for term, value in card.final_losses.items()
         if term not in ("epoch_s", "images_per_s")}) for name, card in cards.items()}
-    assert untimed["disk"] == untimed["s3"]  # the same data fingerprint, losses, everything
+    assert untimed["disk"] == untimed["s3"] == untimed["s3+cache"]  # fingerprint, losses...
+    folder = load_manifest(url, shard_cache=cache).shard_cache
+    copies = {path.relative_to(folder) for path in cache.rglob("*") if path.is_file()}
+    assert copies == {path.relative_to(local) for path in local.rglob("*.tar")}  # all, once
+    assert all((folder / path).read_bytes() == (local / path).read_bytes() for path in copies)
+
+
+def test_the_cache_is_ignored_on_disk_and_keyed_by_the_frame_table(dataset_on_s3, tmp_path):
+    local, url = dataset_on_s3
+    assert load_manifest(local, shard_cache=tmp_path).shard_cache is None
+    first, again = (load_manifest(url, shard_cache=tmp_path) for _ in range(2))
+    assert first.shard_cache == again.shard_cache and first.shard_cache.parent == tmp_path
 
 
 def test_the_pretrain_stage_takes_a_url(dataset_on_s3, tmp_path):

@@ -9,23 +9,28 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from pipeline.data.manifest import Manifest
 from pipeline.data.storage import read_range
 
+if TYPE_CHECKING:
+    from pipeline.data.storage import Location
+
 
 @dataclass(frozen=True)
 class FrameLocation:
-    shard: Path
+    shard: Location  # a tar on disk or on object storage
     offset: int
     size: int
+    cached: Path | None = None  # the remote tar's local copy (Manifest.cached_shard)
 
     def frame(self, size: int) -> Image.Image:
         """The frame, read by offset and decoded for a view of ``size`` px, in its stored
         mode (grey ``L`` or RGB, :func:`load_frame`)."""
-        return load_frame(read_range(self.shard, self.offset, self.size), size)
+        return load_frame(read_range(self.shard, self.offset, self.size, self.cached), size)
 
     def image(self, size: int) -> Image.Image:
         """:meth:`frame` as RGB."""
@@ -40,7 +45,8 @@ def frame_locations(manifest: Manifest, video_ids: list[str]) -> list[list[Frame
     missing = [video for video in video_ids if video not in grouped]
     if missing:
         raise ValueError(f"no frames in {manifest.root} for video(s) {', '.join(missing[:5])}")
-    return [[FrameLocation(manifest.shard_path(row.shard), int(row.offset), int(row.size))
+    return [[FrameLocation(manifest.shard_path(row.shard), int(row.offset), int(row.size),
+                           manifest.cached_shard(row.shard))
              for row in grouped[video].itertuples()] for video in video_ids]
 
 

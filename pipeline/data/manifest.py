@@ -17,6 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
@@ -24,7 +25,10 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.data.sources import LABEL_COLUMNS, SourceFile
-from pipeline.data.storage import Location, dataset_path
+from pipeline.data.storage import dataset_path, is_remote
+
+if TYPE_CHECKING:
+    from pipeline.data.storage import Location
 
 VIDEOS_FILE = "videos.parquet"
 FRAMES_FILE = "frames.parquet"
@@ -171,9 +175,14 @@ class Manifest:
     root: Location
     videos: pd.DataFrame
     frames: pd.DataFrame
+    shard_cache: Path | None = None  # local copies of a remote dataset's shards
 
     def shard_path(self, relative: str) -> Location:
         return self.root / relative
+
+    def cached_shard(self, relative: str) -> Path | None:
+        """Where the local copy of a remote shard goes; None without a cache."""
+        return None if self.shard_cache is None else self.shard_cache / relative
 
     def video(self, video_id: str) -> pd.Series:
         match = self.videos[self.videos["video_id"] == video_id]
@@ -185,10 +194,12 @@ class Manifest:
         return self.frames[self.frames["video_id"] == video_id].sort_values("kept_index")
 
 
-def load_manifest(root: str | os.PathLike) -> Manifest:
+def load_manifest(root: str | os.PathLike, shard_cache: Path | None = None) -> Manifest:
     """Read a dataset's manifests from its folder or URL (each file read once); a clear error
     if it has not been decoded yet, and a :class:`ManifestError` naming the file if one does
-    not parse or match its checksum."""
+    not parse or match its checksum. ``shard_cache``: a local folder for whole copies of a
+    remote dataset's shards, kept under the frame table's digest (a re-decoded dataset gets
+    new copies, never stale ones); ignored for a dataset on disk."""
     root = dataset_path(root)
     missing = [name for name in (VIDEOS_FILE, FRAMES_FILE) if not (root / name).is_file()]
     if missing:
@@ -199,8 +210,11 @@ def load_manifest(root: str | os.PathLike) -> Manifest:
     problems = check_checksums(root, contents)
     if problems:
         raise ManifestError("; ".join(problems))
+    cache = None
+    if shard_cache is not None and is_remote(root):
+        cache = Path(shard_cache) / hashlib.sha256(contents[FRAMES_FILE]).hexdigest()[:16]
     return Manifest(root, *(read_table(root / name, content)
-                            for name, content in contents.items()))
+                            for name, content in contents.items()), shard_cache=cache)
 
 
 def load_split(root: str | os.PathLike) -> pd.DataFrame:

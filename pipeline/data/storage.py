@@ -7,40 +7,54 @@ Credentials and endpoints come from the storage's own configuration, never from 
 S3, the AWS environment variables or profile (``AWS_ENDPOINT_URL`` for an S3-compatible
 server such as MinIO or Ceph).
 
-Frames are read by byte range, one request per frame (:func:`read_range`): the per-video
-shards keep the offsets the manifests record, so nothing is repacked and a reader fetches
-only the frames it uses. ``docs/benchmarks.md`` measures what this costs against local disk.
+Frames are read by byte range (:func:`read_range`): the per-video shards keep the offsets the
+manifests record, so nothing is repacked. Remotely that is one request per frame, unless a
+local shard cache is given: then a shard is fetched whole (one request) the first time any
+of its frames is read, and every later read is a local seek. ``docs/benchmarks.md`` measures
+both against local disk.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fsspec
-from upath import UPath
 
-Location = Path | UPath
+from pipeline.atomic import atomic_path
+
+if TYPE_CHECKING:  # imported where a URL is given: the GPU image need not have it
+    from upath import UPath
+
+    Location = Path | UPath
 
 
 def dataset_path(location: str | os.PathLike) -> Location:
     """``location`` as a path: a :class:`UPath` for a URL with a scheme, else a :class:`Path`
     (``file://`` URLs included: they are local folders)."""
-    if isinstance(location, Path | UPath):
+    if isinstance(location, Path) or hasattr(location, "protocol"):  # a UPath already
         return location
     text = os.fspath(location)
     if text.startswith("file://"):
         return Path(text[len("file://"):])
-    return UPath(text) if "://" in text else Path(text)
+    if "://" not in text:
+        return Path(text)
+    from upath import UPath
+
+    return UPath(text)
 
 
 def is_remote(path: Location) -> bool:
     return not isinstance(path, Path)
 
 
-def read_range(path: Location, offset: int, size: int) -> bytes:
-    """``size`` bytes of ``path`` from ``offset``: a seek on disk, one ranged GET remotely.
-    A short read is an :class:`OSError` naming the file."""
+def read_range(path: Location, offset: int, size: int, cached: Path | None = None) -> bytes:
+    """``size`` bytes of ``path`` from ``offset``: a seek on disk, one ranged GET remotely, or
+    a seek in ``cached``, the remote file's local copy (:func:`local_copy`). A short read is
+    an :class:`OSError` naming the file."""
+    if cached is not None:
+        path = local_copy(path, cached)
     if is_remote(path):
         data = _filesystem(path).cat_file(path.path, start=offset, end=offset + size)
     else:
@@ -50,6 +64,16 @@ def read_range(path: Location, offset: int, size: int) -> bytes:
     if len(data) != size:
         raise OSError(f"{path}: short read at offset {offset} ({len(data)} of {size} bytes)")
     return data
+
+
+def local_copy(remote: UPath, target: Path) -> Path:
+    """``target``, holding all of ``remote``: fetched with one request the first time, written
+    atomically (worker processes that race write the same bytes; none reads a partial copy)."""
+    if not target.is_file():
+        data = _filesystem(remote).cat_file(remote.path)
+        with atomic_path(target) as temporary:
+            temporary.write_bytes(data)
+    return target
 
 
 def _filesystem(path: UPath) -> fsspec.AbstractFileSystem:

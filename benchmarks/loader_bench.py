@@ -40,11 +40,11 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline.config import DecodeConfig, TrainConfig
 from pipeline.data.ingest import ingest
 from pipeline.data.manifest import load_manifest
-from pipeline.data.storage import read_range
 from pipeline.data.views import AugmentSpec
 from pipeline.pretrain.loader import PairDataset
 from pipeline.pretrain.methods import build_method
 from pipeline.pretrain.pairs import PairSpec
+from pipeline.storage import read_range
 from pipeline.tv_compat import transforms_v2 as v2
 
 REPO = Path(__file__).resolve().parents[1]

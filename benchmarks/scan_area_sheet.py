@@ -21,8 +21,8 @@ from PIL import Image, ImageDraw
 from pipeline.config import DecodeConfig
 from pipeline.data.ingest import ingest
 from pipeline.data.manifest import load_manifest
-from pipeline.data.storage import read_range
 from pipeline.inspection import outlined, scan_mask
+from pipeline.storage import read_range
 
 SHARED = Path(os.environ.get("USPIPE_SHARED_DATA", Path(__file__).resolve().parents[2] /
                              "shared" / "data"))

@@ -9,9 +9,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
+
+from pipeline.storage import dataset_path
+
+if TYPE_CHECKING:
+    from pipeline.storage import Location
 
 T = TypeVar("T")
 
@@ -86,12 +91,12 @@ class DatasetConfig:
                                  "holds both videos and labels")
 
     @property
-    def videos_path(self) -> Path:
-        return Path(self.root) / self.videos
+    def videos_path(self) -> Location:
+        return dataset_path(self.root) / self.videos  # a folder, or under a URL root
 
     @property
-    def labels_path(self) -> Path | None:
-        return Path(self.root) / self.labels if self.labels else None
+    def labels_path(self) -> Location | None:
+        return dataset_path(self.root) / self.labels if self.labels else None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pipeline.atomic import atomic_path
 from pipeline.data.manifest import FRAMES_FILE, VIDEOS_FILE, Manifest
 from pipeline.data.shards import scan_mask_member
 from pipeline.data.splits import copies_across_groups
-from pipeline.data.storage import read_range
+from pipeline.storage import read_range
 
 
 def _distribution(values: pd.Series) -> dict[str, float | None]:

@@ -10,8 +10,8 @@ from pipeline.card import RunCard
 from pipeline.config import load_params
 from pipeline.console import run_stage
 from pipeline.data.manifest import load_manifest, load_split
-from pipeline.data.storage import dataset_path
 from pipeline.evaluate.finetune import cross_validate
+from pipeline.storage import dataset_path
 
 
 def main(dataset: str = "downstream", data: str = "data", shard_cache: Path | None = None,

@@ -8,8 +8,8 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.console import run_stage
 from pipeline.data.manifest import load_manifest, load_split
-from pipeline.data.storage import dataset_path
 from pipeline.pretrain.engine import pretrain
+from pipeline.storage import dataset_path
 
 
 def main(dataset: str = "pretrain", data: str = "data", shard_cache: Path | None = None,

@@ -9,10 +9,10 @@ from pipeline.config import load_params
 from pipeline.console import run_stage
 from pipeline.data.manifest import load_manifest, load_split
 from pipeline.data.splits import split_table
-from pipeline.data.storage import dataset_path
 from pipeline.evaluate.evaluation import level_scores
 from pipeline.evaluate.finetune import select_videos
 from pipeline.evaluate.probe import frame_features, repeated_probes
+from pipeline.storage import dataset_path
 
 
 def main(dataset: str = "downstream", data: str = "data", shard_cache: Path | None = None,

@@ -7,7 +7,6 @@ from pipeline.card import RunCard
 from pipeline.config import load_params
 from pipeline.console import run_stage
 from pipeline.data.manifest import load_manifest, load_split
-from pipeline.data.storage import dataset_path
 from pipeline.evaluate.finetune import select_videos
 from pipeline.evaluate.representation import (
     embed,
@@ -15,6 +14,7 @@ from pipeline.evaluate.representation import (
     grad_cam_figure,
     tsne_figure,
 )
+from pipeline.storage import dataset_path
 
 
 def main(dataset: str = "downstream", data: str = "data", shard_cache: Path | None = None,

@@ -4,6 +4,8 @@ place by URL; the DataLoader's worker processes inherit its AWS variables."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -16,19 +18,25 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from PIL import Image
 
-from pipeline.config import TrainConfig
+from pipeline.config import DecodeConfig, TrainConfig
 from pipeline.data.frames import frame_locations
+from pipeline.data.ingest import decode_sources, ingest, inventory
 from pipeline.data.manifest import (
+    SOURCES_FILE,
     SPLIT_FILE,
     VIDEOS_FILE,
     ManifestError,
     load_manifest,
     load_split,
 )
+from pipeline.data.sources import HASH_CACHE
 from pipeline.data.splits import split_table
-from pipeline.data.storage import dataset_path, is_remote
+from pipeline.data.synthetic import write_dataset
+from pipeline.data.synthetic_exports import write_exports
 from pipeline.pretrain.engine import BACKBONE, CARD, pretrain
+from pipeline.storage import dataset_path, is_remote
 from tests.conftest import REPO
 from tests.s3_server import local_s3_server
 
@@ -137,3 +145,98 @@ def test_a_frame_read_by_range_from_the_bucket_is_the_frame_on_disk(dataset_on_s
     first = frame_locations(manifest, manifest.videos["video_id"].tolist()[:1])[0][0]
     on_disk = replace(first, shard=local / first.shard.path.split("/data/sample/", 1)[1])
     assert first.image(32).tobytes() == on_disk.image(32).tobytes()
+
+
+@pytest.fixture(scope="module")
+def raw_on_s3(s3_endpoint, tmp_path_factory) -> tuple[Path, str]:
+    """Source files of every kind (videos in several containers, DICOM cines, a frame folder,
+    stills, labels.csv with a hidden file and a note beside them), on disk and in a bucket."""
+    folder = tmp_path_factory.mktemp("raw")
+    write_dataset(folder, count=3, seed=5, group_prefix="s3")
+    write_exports(folder, seed=5, group_prefix="s3")
+    (folder / "videos" / ".DS_Store").write_bytes(b"\0")
+    (folder / "videos" / "notes.txt").write_text("not a video")
+    url = f"s3://{BUCKET}/raw"
+    fsspec.filesystem("s3").put(f"{folder}/", url, recursive=True)
+    return folder, url
+
+
+def test_sources_on_s3_decode_to_the_bytes_of_the_same_files_on_disk(raw_on_s3, tmp_path):
+    """Listing, hashing (DICOM patient groups included), decoding: a bucket and a folder with
+    the same files give the same manifests, shards and receipts, byte for byte."""
+    local, url = raw_on_s3
+    outputs = {"disk": tmp_path / "disk", "s3": tmp_path / "s3"}
+    for name, root in (("disk", local), ("s3", dataset_path(url))):
+        summary = ingest(root / "videos", root / "labels.csv", outputs[name],
+                         DecodeConfig(workers=2), progress=False)
+        assert summary.decoded == 8 and summary.counts == {"ok": 8}, summary.counts
+    videos = {name: load_manifest(out).videos for name, out in outputs.items()}
+    assert videos["disk"].equals(videos["s3"])
+    assert videos["s3"]["group"].str.startswith("patient-").sum() == 2  # from the DICOM headers
+    assert set(videos["s3"]["source_path"]) >= {"frames/clip_frames", "stills/still.png"}
+    files = {name: sorted(path.relative_to(out) for path in out.rglob("*")
+                          if path.is_file() and path.name != HASH_CACHE)
+             for name, out in outputs.items()}
+    assert files["disk"] == files["s3"]
+    assert all((outputs["disk"] / path).read_bytes() == (outputs["s3"] / path).read_bytes()
+               for path in files["disk"])
+
+
+def test_an_unchanged_bucket_is_not_read_again_and_a_changed_object_is(raw_on_s3, tmp_path):
+    """Objects whose size and ETag are unchanged keep their hash and their shard; a rewritten
+    object is hashed and decoded again, alone."""
+    local, url = raw_on_s3
+    copy = f"s3://{BUCKET}/raw-changing"
+    s3 = fsspec.filesystem("s3")
+    s3.copy(f"{url}/", copy, recursive=True)
+    root, out, config = dataset_path(copy), tmp_path / "out", DecodeConfig(workers=1)
+    first = ingest(root / "videos", root / "labels.csv", out, config, progress=False)
+    again = ingest(root / "videos", root / "labels.csv", out, config, progress=False)
+    assert (first.decoded, again.decoded, again.reused) == (8, 0, 8)
+    still = f"{copy}/videos/stills/still.png"
+    image = Image.open(local / "videos" / "stills" / "still.png").transpose(
+        Image.Transpose.FLIP_LEFT_RIGHT)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    s3.pipe(still, buffer.getvalue())
+    changed = ingest(root / "videos", root / "labels.csv", out, config, progress=False)
+    assert (changed.decoded, changed.reused) == (1, 7)
+    row = load_manifest(out).videos.set_index("source_path").loc["stills/still.png"]
+    assert row["content_sha256"] == hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def test_an_object_missing_at_decode_time_is_its_own_error(raw_on_s3, tmp_path):
+    """Listed, then deleted before decoding: that entry fails with a message naming it; the
+    others decode."""
+    _, url = raw_on_s3
+    copy = f"s3://{BUCKET}/raw-vanishing"
+    s3 = fsspec.filesystem("s3")
+    s3.copy(f"{url}/", copy, recursive=True)
+    root = dataset_path(copy)
+    sources = inventory(root / "videos", root / "labels.csv", tmp_path / "out")
+    s3.rm(f"{copy}/videos/stills/still.jpg")
+    summary = decode_sources(sources, tmp_path / "out", DecodeConfig(workers=1), progress=False)
+    assert summary.counts == {"ok": 7, "error": 1}
+    (failed,) = summary.failures
+    assert failed.video["error"].startswith("stills/still.jpg: cannot fetch s3://")
+
+
+def test_the_inventory_and_decode_stages_take_a_bucket_as_root(raw_on_s3, tmp_path):
+    """``data.<dataset>.root: s3://...``: the stages list, hash and decode from the bucket
+    (as ``dvc exp run -S data.pretrain.root=s3://...`` runs them)."""
+    local, url = raw_on_s3
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["pretrain"]["root"] = url
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("inventory", "decode"):
+        done = subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py"), "pretrain"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 0, done.stderr
+    assert "8 videos (8 ok)" in done.stdout
+    listed = pd.read_parquet(tmp_path / "data" / "pretrain" / SOURCES_FILE)
+    assert sorted(listed["source_path"]) == sorted(
+        str(path.relative_to(local / "videos")) for path in (local / "videos").rglob("*")
+        if (path.is_file() and path.parent.name != "clip_frames"
+            and not path.name.startswith(".") and path.suffix != ".txt")
+        or path.name == "clip_frames")

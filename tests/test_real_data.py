@@ -21,8 +21,8 @@ from pipeline.data.manifest import load_manifest
 from pipeline.data.sampling import ffmpeg_fps_frame_count, kept_indices
 from pipeline.data.scan_area import MIN_VARIATION, VariationStats
 from pipeline.data.splits import split_table
-from pipeline.data.storage import read_range
 from pipeline.inspection import scan_mask, verify
+from pipeline.storage import read_range
 from tests.conftest import shared_dataset
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]

@@ -13,8 +13,8 @@ import webdataset as wds
 from PIL import Image
 
 from pipeline.data.shards import write_video_shard
-from pipeline.data.storage import read_range
 from pipeline.data.video import SampledFrame
+from pipeline.storage import read_range
 
 VIDEO = "convex__Cov-Atlas_44_gif-c7fea090"
 

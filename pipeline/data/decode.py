@@ -16,6 +16,7 @@ import sys
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import PIL
@@ -28,6 +29,10 @@ from pipeline.data.images import FrameFolderReader, StillImageReader, is_image
 from pipeline.data.scan_area import ScanArea, VariationStats, estimate
 from pipeline.data.shards import write_video_shard
 from pipeline.data.video import DecodeError, VideoDecoder
+from pipeline.storage import is_remote, staged
+
+if TYPE_CHECKING:
+    from pipeline.storage import Location
 
 Reader = VideoDecoder | DicomDecoder | StillImageReader | FrameFolderReader  # one interface
 SHARDS_DIR = "shards"
@@ -39,7 +44,7 @@ TRUNCATED_FRACTION = 0.9  # decoded span below this share of the declared durati
 class DecodeTask:
     """Everything :func:`decode_video` needs; picklable."""
 
-    source: Path
+    source: Location  # a file or frame folder, on disk or on object storage
     relative_path: str
     video_id: str
     content_sha256: str
@@ -120,8 +125,11 @@ def decode_video(task: DecodeTask) -> VideoResult:
     """Decode one video into ``<shard_dir>/<video_id>.tar`` and return its manifest rows.
 
     Never raises for a bad video: the status/error columns say what went wrong, and no shard is
-    left for it. The receipt (rows + cache key) is written last, atomically.
+    left for it. The receipt (rows + cache key) is written last, atomically. A source on object
+    storage is decoded from a local copy (:func:`decode_staged`).
     """
+    if is_remote(task.source):
+        return decode_staged(task)
     shard = task.shard_dir / f"{task.video_id}.tar"
     config = task.config
     stream_info: dict[str, object] = {}
@@ -169,6 +177,22 @@ def decode_video(task: DecodeTask) -> VideoResult:
         write_json(task.shard_dir / f"{task.video_id}{RECEIPT_SUFFIX}",
                    {"cache_key": task.cache_key, "video": result.video, "frames": result.frames})
     return result
+
+
+def decode_staged(task: DecodeTask) -> VideoResult:
+    """:func:`decode_video` of a temporary local copy of a remote source, whose content must
+    still be what the listing hashed; a failed fetch or a changed object is status ``error``
+    (not cached: the next run lists, hashes and fetches it again)."""
+    try:
+        with staged(task.source) as local:
+            if local.is_file():
+                with open(local, "rb") as handle:
+                    if hashlib.file_digest(handle, "sha256").hexdigest() != task.content_sha256:
+                        raise OSError("changed since the inventory listed it")
+            return decode_video(replace(task, source=local))
+    except OSError as error:
+        return VideoResult(video_row(task, status="error", error=(
+            f"{task.relative_path}: cannot fetch {task.source}: {error}")))
 
 
 def find_scan_area(task: DecodeTask) -> ScanArea:

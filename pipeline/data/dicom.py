@@ -56,7 +56,7 @@ TECHNICAL_TAGS = ("SOPClassUID", "Modality", "Manufacturer", "ManufacturerModelN
 def is_dicom(path: Path) -> bool:
     """Whether the file carries the DICOM Part 10 magic (``DICM`` at byte 128)."""
     offset, magic = DICOM_MAGIC
-    with open(path, "rb") as handle:
+    with path.open("rb") as handle:
         handle.seek(offset)
         return handle.read(len(magic)) == magic
 
@@ -74,8 +74,9 @@ def patient_group(path: Path, salt: str) -> str | None:
     default split group of a DICOM, so one patient's clips stay on one side while the id
     itself never appears anywhere."""
     try:
-        patient = pydicom.dcmread(path, stop_before_pixels=True,
-                                  specific_tags=["PatientID"]).get("PatientID")
+        with path.open("rb") as handle:  # on disk or on object storage
+            patient = pydicom.dcmread(handle, stop_before_pixels=True,
+                                      specific_tags=["PatientID"]).get("PatientID")
     except (InvalidDicomError, OSError, ValueError, EOFError):
         return None
     if not patient:

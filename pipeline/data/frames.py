@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from pipeline.data.manifest import Manifest
-from pipeline.data.storage import read_range
+from pipeline.storage import read_range
 
 if TYPE_CHECKING:
-    from pipeline.data.storage import Location
+    from pipeline.storage import Location
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from tqdm import tqdm
@@ -40,6 +41,9 @@ from pipeline.data.decode import (
 from pipeline.data.dicom import with_patient_groups
 from pipeline.data.manifest import RESERVED_COLUMNS, write_manifests
 from pipeline.data.sources import HASH_CACHE, SourceFile, discover
+
+if TYPE_CHECKING:
+    from pipeline.storage import Location
 
 
 @dataclass
@@ -175,17 +179,18 @@ def _run_isolated(task: DecodeTask) -> VideoResult:
                 "the decoding process died on this video (a crash inside FFmpeg?)")))
 
 
-def inventory(videos_dir: Path, labels_csv: Path | None, out_dir: Path,
+def inventory(videos_dir: Location, labels_csv: Location | None, out_dir: Path,
               frame_folders: bool = False, group_salt: str = "uspipe") -> list[SourceFile]:
     """The dataset's entries (:func:`~pipeline.data.sources.discover`, hashes cached in
     ``out_dir``), DICOM files without a labelled group grouped by salted patient hash."""
-    sources = discover(Path(videos_dir), labels_csv, reserved=RESERVED_COLUMNS,
+    sources = discover(videos_dir, labels_csv, reserved=RESERVED_COLUMNS,
                        hash_cache=Path(out_dir) / HASH_CACHE, frame_folders=frame_folders)
     return with_patient_groups(sources, group_salt)
 
 
-def ingest(videos_dir: Path, labels_csv: Path | None, out_dir: Path, config: DecodeConfig,
-           progress: bool = True, frame_folders: bool = False) -> IngestSummary:
+def ingest(videos_dir: Location, labels_csv: Location | None, out_dir: Path,
+           config: DecodeConfig, progress: bool = True, frame_folders: bool = False
+           ) -> IngestSummary:
     """List, hash and decode every video under ``videos_dir`` into ``out_dir`` (shards +
     Parquet manifests): :func:`inventory`, then :func:`decode_sources`."""
     sources = inventory(videos_dir, labels_csv, out_dir, frame_folders)

@@ -3,7 +3,7 @@ listing they were decoded from, ``sources.parquet``.
 
 All are written atomically with the fixed schemas below (documented in the README); paths in
 them are relative to the manifest's folder, so a dataset folder can be moved as a whole, to
-object storage too (:mod:`pipeline.data.storage`: readers take a folder or a URL).
+object storage too (:mod:`pipeline.storage`: readers take a folder or a URL).
 ``videos.parquet`` carries any further labels.csv columns after the fixed ones, as text.
 ``checksums.json``, written last, records both manifests' SHA-256: :func:`load_manifest`
 refuses a manifest that no longer matches it, or that does not parse.
@@ -25,10 +25,10 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.data.sources import LABEL_COLUMNS, SourceFile
-from pipeline.data.storage import dataset_path, is_remote
+from pipeline.storage import dataset_path, is_remote
 
 if TYPE_CHECKING:
-    from pipeline.data.storage import Location
+    from pipeline.storage import Location
 
 VIDEOS_FILE = "videos.parquet"
 FRAMES_FILE = "frames.parquet"
@@ -124,13 +124,13 @@ def write_manifests(folder: Path, videos: list[dict], frames: list[dict]) -> Non
 def write_sources(sources: list[SourceFile], path: Path) -> None:
     """The listing (one row per entry, labels as extra text columns), for the decode stage."""
     write_table([{"video_id": source.video_id, "source_path": source.relative_path,
-                  "fs_path": os.fsencode(source.path.relative_to(source.root)),
+                  "fs_path": os.fsencode(str(source.path.relative_to(source.root))),
                   "status": source.status, "error": source.error,
                   "content_sha256": source.content_sha256, "size_bytes": source.size_bytes,
                   **source.labels} for source in sources], SOURCE_SCHEMA, path)
 
 
-def read_sources(path: Path, root: Path) -> list[SourceFile]:
+def read_sources(path: Path, root: Location) -> list[SourceFile]:
     """The entries :func:`write_sources` wrote, with their files under ``root``."""
     try:
         rows = pq.read_table(path).to_pylist()

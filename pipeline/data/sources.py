@@ -24,12 +24,18 @@ entry: every problem becomes that entry's ``status`` with an ``error`` naming th
 - a folder that holds only images is one clip (a frame folder) when labels.csv has a row for it
   or the dataset sets ``frame_folders``; otherwise its images are still images, one item each
   (an image dataset such as BUSI keeps its images apart).
+
+The root may also be an fsspec URL (``s3://bucket/clips``, :mod:`pipeline.storage`):
+object storage has no links, special files or per-entry permissions, so every object under
+the prefix is a file entry, and a content hash is reused while the object's size and fsspec
+key (its ETag on S3) are unchanged.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import re
@@ -37,17 +43,24 @@ import stat
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from pipeline.atomic import write_json
+from pipeline.storage import dataset_path, filesystem, is_remote
+
+if TYPE_CHECKING:
+    from pipeline.storage import Location
 
 LABEL_COLUMNS = frozenset({"label", "probe", "group", "uncertain"})
 NOT_VIDEO_SUFFIXES = {".csv", ".txt", ".md", ".json", ".yaml", ".yml", ".parquet", ".pdf"}
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 HASH_CACHE = ".hash-cache.json"  # content hashes kept between listings (HashCache)
+HASH_THREADS = 8  # files hashed at once: reading (disk, network) overlaps; hashlib frees the GIL
 ID_DIGITS = 16  # hex digits of the path digest in an id: 64 bits, no collision by chance
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 _MAX_STEM = 60
@@ -89,6 +102,17 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def content_sha256(path: Location, chunk: int = 1 << 23) -> str:
+    """SHA-256 of a file on disk (:func:`file_sha256`) or of an object, streamed."""
+    if not is_remote(path):
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    with path.open("rb", block_size=chunk) as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class SourceFile:
     """One entry of a dataset: a file to decode (``status == "ok"``) or why it is not one.
@@ -97,9 +121,9 @@ class SourceFile:
     the key for labels.csv; ``path`` is where the file is opened.
     """
 
-    root: Path
+    root: Location
     relative_path: str
-    path: Path
+    path: Location
     status: str = "ok"
     error: str | None = None
     labels: dict[str, object] = field(default_factory=dict)
@@ -134,7 +158,7 @@ def _frame_folder(folder: Path) -> bool:
         for child in children)
 
 
-def list_sources(root: Path, clip_folders: frozenset[str] = frozenset(),
+def list_sources(root: Location, clip_folders: frozenset[str] = frozenset(),
                  frame_folders: bool = False) -> list[SourceFile]:
     """Every candidate entry under ``root`` (see the module's policy), sorted by path.
 
@@ -142,9 +166,11 @@ def list_sources(root: Path, clip_folders: frozenset[str] = frozenset(),
     rows) or ``frame_folders`` is set. Only a missing root is an error; anything below it
     becomes an entry's status.
     """
-    root = Path(root)
+    root = dataset_path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"video folder not found: {root}")
+    if is_remote(root):
+        return _list_objects(root, clip_folders, frame_folders)
     real_root = os.path.realpath(root)
     visited = {real_root}
 
@@ -202,7 +228,32 @@ def list_sources(root: Path, clip_folders: frozenset[str] = frozenset(),
     return sorted(walk(root, []), key=lambda source: source.relative_path)
 
 
-def read_labels(csv_path: Path, reserved: frozenset[str] = frozenset()) -> pd.DataFrame:
+def _list_objects(root: Location, clip_folders: frozenset[str], frame_folders: bool
+                  ) -> list[SourceFile]:
+    """:func:`list_sources` for a URL: every object under the prefix, sorted; hidden names
+    and non-video suffixes skipped; a prefix holding only images is one frame-folder entry
+    under the same rule as on disk."""
+    prefix = root.path.rstrip("/") + "/"
+    names = sorted(name[len(prefix):] for name in filesystem(root).find(root.path)
+                   if name.startswith(prefix))
+    kept = [name for name in names if not any(part.startswith(".") for part in name.split("/"))
+            and PurePosixPath(name).suffix.lower() not in NOT_VIDEO_SUFFIXES]
+    children: dict[str, list[str]] = {}
+    for name in kept:
+        parts = name.split("/")
+        for depth in range(1, len(parts)):  # every folder above the object
+            children.setdefault("/".join(parts[:depth]), []).append("/".join(parts[depth:]))
+    clips = {folder for folder, below in children.items()
+             if (frame_folders or unicodedata.normalize("NFC", folder) in clip_folders)
+             and all("/" not in child and PurePosixPath(child).suffix.lower() in IMAGE_SUFFIXES
+                     for child in below)}
+    entries = sorted(clips) + [name for name in kept
+                               if not any(name.startswith(f"{clip}/") for clip in clips)]
+    return sorted((SourceFile(root, unicodedata.normalize("NFC", name), root / name)
+                   for name in entries), key=lambda source: source.relative_path)
+
+
+def read_labels(csv_path: Location, reserved: frozenset[str] = frozenset()) -> pd.DataFrame:
     """Read a labels.csv; ``path`` is required and unique, all other columns are kept as text.
 
     Paths are normalised (``./a.mp4`` and ``a.mp4`` name the same file; Unicode NFC). Columns
@@ -213,7 +264,8 @@ def read_labels(csv_path: Path, reserved: frozenset[str] = frozenset()) -> pd.Da
         raise FileNotFoundError(f"labels file not found: {csv_path} (for unlabelled videos set "
                                 "the dataset's labels param to null)")
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8")
+        table = pd.read_csv(io.BytesIO(csv_path.read_bytes()), dtype=str,
+                            keep_default_na=False, encoding="utf-8")
     except UnicodeDecodeError as error:
         raise ValueError(f"{csv_path}: not UTF-8 text ({error.reason} at byte {error.start}); "
                          "save it as UTF-8") from error
@@ -236,16 +288,18 @@ def read_labels(csv_path: Path, reserved: frozenset[str] = frozenset()) -> pd.Da
     return table
 
 
-def _unlisted(root: Path, relative: str) -> tuple[str, str]:
+def _unlisted(root: Location, relative: str) -> tuple[str, str]:
     """Status and message for a labels.csv row that names no listed file (never opened)."""
     if PurePosixPath(relative).is_absolute() or ".." in PurePosixPath(relative).parts:
         return "outside_root", f"{relative}: path leaves the dataset folder; not read"
     path = root / relative
     try:
-        mode = path.lstat().st_mode
+        folder = path.is_dir() if is_remote(path) else stat.S_ISDIR(path.lstat().st_mode)
+        if is_remote(path) and not folder and not path.exists():
+            raise FileNotFoundError(relative)
     except OSError:
         return "missing", f"{relative}: listed in labels.csv but no such file"
-    if stat.S_ISDIR(mode):
+    if folder:
         return "missing", f"{relative}: listed in labels.csv but is a folder, not a video file"
     if any(part.startswith(".") for part in PurePosixPath(relative).parts):
         return "missing", f"{relative}: listed in labels.csv but hidden files are skipped"
@@ -272,8 +326,9 @@ def _mark_collisions(sources: list[SourceFile]) -> list[SourceFile]:
 
 
 class HashCache:
-    """Content hashes of files, reused while a file's size, mtime and inode are unchanged
-    (as DVC's state database does), so re-listing a large root reads only changed files."""
+    """Content hashes of files, reused while a file's size, mtime and inode (an object's size
+    and fsspec key) are unchanged, as DVC's state database does, so re-listing a large root
+    reads only changed files."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -285,7 +340,7 @@ class HashCache:
                 self.entries = {}
         self.used: dict[str, list] = {}
 
-    def sha256(self, relative: str, path: Path) -> tuple[str, int]:
+    def sha256(self, relative: str, path: Location) -> tuple[str, int]:
         """(SHA-256, size) of a file; of a frame folder, the SHA-256 of its files' names and
         digests and their total size."""
         if path.is_dir():
@@ -294,16 +349,25 @@ class HashCache:
             listing = "".join(f"{name}\0{digest}\n" for name, digest, _ in parts)
             return (hashlib.sha256(listing.encode("utf-8", "backslashreplace")).hexdigest(),
                     sum(size for _, _, size in parts))
-        info = path.stat()
-        key = [info.st_size, info.st_mtime_ns, info.st_ino]
+        key = _identity(path)
         cached = self.entries.get(relative)
-        digest = cached[3] if cached and cached[:3] == key else file_sha256(path)
+        digest = cached[-1] if cached and cached[:-1] == key else content_sha256(path)
         self.used[relative] = [*key, digest]
-        return digest, info.st_size
+        return digest, key[0]
 
     def save(self) -> None:
         if self.path is not None:
             write_json(self.path, self.used)
+
+
+def _identity(path: Location) -> list:
+    """What must be unchanged for a cached hash to hold: size first, then (size, mtime,
+    inode) on disk, (size, fsspec key) for an object."""
+    if is_remote(path):
+        fs = filesystem(path)
+        return [fs.size(path.path), fs.ukey(path.path)]
+    info = path.stat()
+    return [info.st_size, info.st_mtime_ns, info.st_ino]
 
 
 def hashed(source: SourceFile, cache: HashCache) -> SourceFile:
@@ -318,7 +382,7 @@ def hashed(source: SourceFile, cache: HashCache) -> SourceFile:
     return replace(source, content_sha256=digest, size_bytes=size)
 
 
-def discover(root: Path, labels_csv: Path | None, reserved: frozenset[str] = frozenset(),
+def discover(root: Location, labels_csv: Location | None, reserved: frozenset[str] = frozenset(),
              hash_cache: Path | None = None, frame_folders: bool = False) -> list[SourceFile]:
     """The dataset's entries with their hashes and labels, and one ``missing`` (or
     ``outside_root``) entry per labels.csv row that names no listed file.
@@ -329,7 +393,7 @@ def discover(root: Path, labels_csv: Path | None, reserved: frozenset[str] = fro
     Raises only for the dataset as a whole: no root, no entry at all, an unreadable
     labels.csv or one whose paths match nothing.
     """
-    root = Path(root)
+    root = dataset_path(root)
     rows: dict[str, dict[str, object]] = {}
     if labels_csv is not None:
         table = read_labels(labels_csv, reserved)
@@ -344,8 +408,9 @@ def discover(root: Path, labels_csv: Path | None, reserved: frozenset[str] = fro
                              f"relative to that folder; first row: {next(iter(rows))!r}, first "
                              f"file: {listed[0].relative_path!r})")
     cache = HashCache(hash_cache)
-    sources = [replace(hashed(source, cache), labels=rows.get(source.relative_path, {}))
-               for source in listed]
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        sources = [replace(source, labels=rows.get(source.relative_path, {}))
+                   for source in pool.map(lambda source: hashed(source, cache), listed)]
     cache.save()
     listed_paths = {source.relative_path for source in sources}
     for relative in sorted(set(rows) - listed_paths):

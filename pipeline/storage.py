@@ -17,6 +17,9 @@ both against local disk.
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,7 +59,7 @@ def read_range(path: Location, offset: int, size: int, cached: Path | None = Non
     if cached is not None:
         path = local_copy(path, cached)
     if is_remote(path):
-        data = _filesystem(path).cat_file(path.path, start=offset, end=offset + size)
+        data = filesystem(path).cat_file(path.path, start=offset, end=offset + size)
     else:
         with open(path, "rb") as handle:
             handle.seek(offset)
@@ -70,13 +73,27 @@ def local_copy(remote: UPath, target: Path) -> Path:
     """``target``, holding all of ``remote``: fetched with one request the first time, written
     atomically (worker processes that race write the same bytes; none reads a partial copy)."""
     if not target.is_file():
-        data = _filesystem(remote).cat_file(remote.path)
+        data = filesystem(remote).cat_file(remote.path)
         with atomic_path(target) as temporary:
             temporary.write_bytes(data)
     return target
 
 
-def _filesystem(path: UPath) -> fsspec.AbstractFileSystem:
+@contextmanager
+def staged(path: Location) -> Iterator[Path]:
+    """A local path with ``path``'s content: ``path`` itself on disk; for an object (or a
+    prefix of objects, a frame folder) a temporary copy, removed when the block ends. FFmpeg,
+    pydicom and Pillow then read a local file whatever the source."""
+    if not is_remote(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="uspipe-staged-") as folder:
+        local = Path(folder) / path.name
+        filesystem(path).get(path.path, str(local), recursive=path.is_dir())
+        yield local
+
+
+def filesystem(path: UPath) -> fsspec.AbstractFileSystem:
     """The path's filesystem from fsspec's instance cache, which is per process: a path made
     before a DataLoader forked its workers must not reuse the parent's connections."""
     return fsspec.filesystem(path.protocol, **path.storage_options)

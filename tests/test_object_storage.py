@@ -205,9 +205,10 @@ def test_an_unchanged_bucket_is_not_read_again_and_a_changed_object_is(raw_on_s3
     assert row["content_sha256"] == hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
-def test_an_object_missing_at_decode_time_is_its_own_error(raw_on_s3, tmp_path):
-    """Listed, then deleted before decoding: that entry fails with a message naming it; the
-    others decode."""
+def test_objects_deleted_or_rewritten_after_the_listing_are_their_own_errors(raw_on_s3,
+                                                                           tmp_path):
+    """Listed, then deleted or rewritten before decoding: each of those entries fails with a
+    message naming it; the others decode."""
     _, url = raw_on_s3
     copy = f"s3://{BUCKET}/raw-vanishing"
     s3 = fsspec.filesystem("s3")
@@ -215,10 +216,13 @@ def test_an_object_missing_at_decode_time_is_its_own_error(raw_on_s3, tmp_path):
     root = dataset_path(copy)
     sources = inventory(root / "videos", root / "labels.csv", tmp_path / "out")
     s3.rm(f"{copy}/videos/stills/still.jpg")
+    s3.pipe(f"{copy}/videos/stills/still.png", s3.cat(f"{url}/videos/stills/still.jpg"))
     summary = decode_sources(sources, tmp_path / "out", DecodeConfig(workers=1), progress=False)
-    assert summary.counts == {"ok": 7, "error": 1}
-    (failed,) = summary.failures
-    assert failed.video["error"].startswith("stills/still.jpg: cannot fetch s3://")
+    assert summary.counts == {"ok": 6, "error": 2}
+    errors = sorted(failed.video["error"] for failed in summary.failures)
+    assert errors[0].startswith("stills/still.jpg: cannot fetch s3://")
+    assert errors[1].startswith("stills/still.png: cannot fetch s3://")
+    assert errors[1].endswith("changed since the inventory listed it")
 
 
 def test_the_inventory_and_decode_stages_take_a_bucket_as_root(raw_on_s3, tmp_path):

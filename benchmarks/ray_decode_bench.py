@@ -1,8 +1,9 @@
-"""Decode POCUS with the local process pool and with Ray tasks on the same cores (issue 15):
+"""Decode a dataset with the local process pool and with Ray tasks on the same cores (issue 15):
 
-    python benchmarks/ray_decode_bench.py [--workers 2]
+    python benchmarks/ray_decode_bench.py [--workers 2] [--dataset pocus | covid-blues]
 
-Each engine decodes all 102 videos from scratch into its own folder under ``--work`` (outside
+Each engine decodes all videos (POCUS: 102; COVID-BLUES: 362 shorter ones) from scratch into
+its own folder under ``--work`` (outside
 the repository): the local pool; Ray cold (a local Ray started and stopped inside the timed
 run); Ray warm (the cluster already running, as in use). Prints the wall times and ratios, and
 checks that the outputs are byte-identical.
@@ -27,8 +28,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/uspipe-ray-bench"))
+    parser.add_argument("--dataset", default="pocus", choices=("pocus", "covid-blues"))
     arguments = parser.parse_args()
-    pocus = SHARED / "pocus"
+    dataset = SHARED / arguments.dataset
     wall, outputs = {}, {}
     for run, engine in (("local", "local"), ("ray cold", "ray"), ("ray warm", "ray")):
         if run == "ray warm":
@@ -37,13 +39,13 @@ def main() -> None:
         out = arguments.work / run.replace(" ", "-")
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
-        ingest(pocus / "videos", pocus / "labels.csv", out,
+        ingest(dataset / "videos", dataset / "labels.csv", out,
                DecodeConfig(workers=arguments.workers, engine=engine), progress=False)
         wall[run] = time.perf_counter() - started
         outputs[run] = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*")
                         if p.is_file() and p.name != ".hash-cache.json"}
     identical = all(outputs[run] == outputs["local"] for run in outputs)
-    print(f"POCUS, {arguments.workers} workers: "
+    print(f"{arguments.dataset}, {arguments.workers} workers: "
           + ", ".join(f"{run} {seconds:.1f} s ({seconds / wall['local']:.2f}x)"
                       for run, seconds in wall.items())
           + f"; outputs {'byte-identical' if identical else 'DIFFER'}")

@@ -80,6 +80,7 @@ class DatasetConfig:
     folds: int = 0
     frame_folders: bool = False  # every folder of images is a clip (else: labels.csv rows)
     group_salt: str = "uspipe"   # salt of a DICOM's default group (hashed Patient ID)
+    class_folders: bool = False  # label = the first folder under videos (BUSI-style layout)
 
     def __post_init__(self) -> None:
         if self.folds == 1 or self.folds < 0:
@@ -163,11 +164,13 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """The embedded synthetic lung-ultrasound sample (see :mod:`pipeline.data.synthetic`)."""
+    """The embedded sample: synthetic lung-ultrasound clips (:mod:`pipeline.data.synthetic`)
+    and breast-lesion images with masks (:mod:`pipeline.data.phantom`)."""
 
     seed: int = 0
     pretrain_videos: int = 36
     downstream_videos: int = 45
+    lesion_images: int = 60
     output: str = "data/sample"
 
 
@@ -358,6 +361,56 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    """A further downstream evaluation on images (``tasks.<name>``; one stage ``task@<name>``
+    each; docs/methods.md §9): image classification or lesion segmentation of a dataset under
+    ``data:`` (listed, decoded and split by patient like any dataset: set its ``folds``),
+    k-fold by patient with the pretrained backbone.
+
+    ``positive``: the class whose precision, recall, F1 and AUC are the binary metrics
+    (Meta-USCL Table IV; default: the second class). Segmentation masks are named by the
+    dataset's labels.csv ``mask`` column, relative to its folder. ``mode``:
+    classification as ``finetune.mode``; segmentation ``full`` (backbone and decoder),
+    ``last_block`` or ``decoder`` (a frozen backbone).
+    """
+
+    kind: str
+    dataset: str
+    classes: list[str] = field(default_factory=list)
+    positive: str | None = None
+    image_size: int = 64
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 0.001
+    weight_decay: float = 1e-4
+    mode: str = "full"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    workers: int = 2
+
+    KINDS = ("classification", "segmentation")
+
+    def __post_init__(self) -> None:
+        check_choice("tasks.kind", self.kind, self.KINDS)
+        modes = ("last_block", "linear", "full") if self.kind == "classification" else (
+            "full", "last_block", "decoder")
+        check_choice("tasks.mode", self.mode, modes)
+        if self.kind == "classification" and len(self.classes) < 2:
+            raise ValueError("tasks: a classification task needs at least two classes")
+        if self.positive is not None and self.positive not in self.classes:
+            raise ValueError(f"tasks.positive: {self.positive!r} is not one of the classes")
+        if not self.seeds or self.epochs < 1:
+            raise ValueError("tasks: seeds must not be empty and epochs >= 1")
+
+    def finetune(self) -> FinetuneConfig:
+        """The k-fold fine-tuning of a classification task, in ``finetune:``'s terms."""
+        return FinetuneConfig(classes=list(self.classes), probes=None, drop_uncertain=False,
+                              normal_class=None, mode=self.mode, epochs=self.epochs,
+                              batch_size=self.batch_size, lr=self.lr,
+                              weight_decay=self.weight_decay, image_size=self.image_size,
+                              seeds=list(self.seeds), workers=self.workers)
+
+
+@dataclass(frozen=True)
 class Params:
     sample: SampleConfig = field(default_factory=SampleConfig)
     data: dict[str, DatasetConfig] = field(default_factory=dict)
@@ -366,12 +419,19 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.data:
             raise KeyError(f"no dataset {name!r} under data: in params (have: "
                            f"{', '.join(self.data) or 'none'})")
         return self.data[name]
+
+    def task(self, name: str) -> TaskConfig:
+        if name not in self.tasks:
+            raise KeyError(f"no task {name!r} under tasks: in params (have: "
+                           f"{', '.join(self.tasks) or 'none'})")
+        return self.tasks[name]
 
 
 SECTIONS = {"sample": SampleConfig, "decode": DecodeConfig, "split": SplitConfig,
@@ -384,7 +444,12 @@ def parse_params(raw: dict[str, Any], where: str = "params.yaml") -> Params:
                 for name, cls in SECTIONS.items()}
     data = {name: from_mapping(DatasetConfig, values, f"{where}: data.{name}")
             for name, values in (raw.get("data") or {}).items()}
-    return Params(data=data, **sections)
+    tasks = {name: from_mapping(TaskConfig, values, f"{where}: tasks.{name}")
+             for name, values in (raw.get("tasks") or {}).items()}
+    unknown = {name: task.dataset for name, task in tasks.items() if task.dataset not in data}
+    if unknown:
+        raise ValueError(f"{where}: tasks name datasets not under data: {unknown}")
+    return Params(data=data, tasks=tasks, **sections)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -21,7 +21,7 @@ def main(dataset: str, out: Path = Path("data")) -> None:
     source = load_params().dataset(dataset)
     folder = out / dataset
     sources = inventory(source.videos_path, source.labels_path, folder, source.frame_folders,
-                        source.group_salt)
+                        source.group_salt, source.class_folders)
     write_sources(sources, folder / SOURCES_FILE)
     counts = Counter(entry.status for entry in sources)
     console.print(f"inventory@{dataset}: {len(sources)} entries ("

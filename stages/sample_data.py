@@ -1,10 +1,12 @@
 """Stage sample_data: write the embedded synthetic sample (pretrain + downstream datasets); the
-pretraining set also gets the hospital-export inputs (DICOM cines, a frame folder, stills)."""
+pretraining set also gets the hospital-export inputs (DICOM cines, a frame folder, stills);
+the lesions set is the breast-lesion phantom of the image tasks."""
 
 from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.console import run_stage
+from pipeline.data.phantom import write_phantom
 from pipeline.data.synthetic import write_dataset
 from pipeline.data.synthetic_exports import write_exports
 
@@ -20,6 +22,8 @@ def main() -> None:
         print(f"sample_data: wrote {len(specs)} clips"
               + (f" and {len(exports)} exports (DICOM, frames, stills)" if exports else "")
               + f" to {root / name}")
+    lesions = write_phantom(root / "lesions", config.lesion_images, config.seed)
+    print(f"sample_data: wrote {len(lesions)} lesion images with masks to {root / 'lesions'}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """``dvc repro`` on the embedded sample in a fresh copy of the project; a rerun is a no-op."""
 
+import json
 import os
 import re
 import shutil
@@ -70,8 +71,21 @@ def test_repro_builds_everything_then_is_a_no_op(project):
         assert not [s for s in secrets if s.encode() in path.read_bytes()], path
     assert not [s for s in secrets if s in first]
 
+    # the image tasks ran on the lesion phantom: both kinds' metrics, bounded
+    for task in ("lesion_classification", "lesion_segmentation"):
+        assert f"Running stage 'task@{task}'" in first
+    classification = json.loads(
+        (project / "results/tasks/lesion_classification/metrics.json").read_text())
+    assert classification["binary"]["last_epoch"]["positive"] == "malignant"
+    assert classification["last_epoch"]["pooled"]["samples"] == 60
+    segmentation = json.loads(
+        (project / "results/tasks/lesion_segmentation/metrics.json").read_text())
+    assert segmentation["last_epoch"]["images"] == 60 and not segmentation["excluded"]
+    assert 0 <= segmentation["last_epoch"]["pooled"]["dice"] <= 1
+
     second = dvc(project, "repro")
-    assert sorted(ran(second)) == ["inventory@downstream", "inventory@pretrain"]
+    assert sorted(ran(second)) == ["inventory@downstream", "inventory@lesions",
+                                   "inventory@pretrain"]
     status = dvc(project, "status")
     assert "decode@" not in status and "split@" not in status
 

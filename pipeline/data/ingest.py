@@ -180,11 +180,19 @@ def _run_isolated(task: DecodeTask) -> VideoResult:
 
 
 def inventory(videos_dir: Location, labels_csv: Location | None, out_dir: Path,
-              frame_folders: bool = False, group_salt: str = "uspipe") -> list[SourceFile]:
+              frame_folders: bool = False, group_salt: str = "uspipe",
+              class_folders: bool = False) -> list[SourceFile]:
     """The dataset's entries (:func:`~pipeline.data.sources.discover`, hashes cached in
-    ``out_dir``), DICOM files without a labelled group grouped by salted patient hash."""
+    ``out_dir``), DICOM files without a labelled group grouped by salted patient hash;
+    with ``class_folders``, an entry labels.csv gives no label is labelled by its first
+    folder (``benign/img_1.png`` -> ``benign``)."""
     sources = discover(videos_dir, labels_csv, reserved=RESERVED_COLUMNS,
                        hash_cache=Path(out_dir) / HASH_CACHE, frame_folders=frame_folders)
+    if class_folders:
+        sources = [replace(source, labels={**source.labels, "label": folder})
+                   if source.ok and not source.labels.get("label")
+                   and (folder := source.relative_path.partition("/")[0]) != source.relative_path
+                   else source for source in sources]
     return with_patient_groups(sources, group_salt)
 
 

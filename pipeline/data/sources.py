@@ -382,6 +382,23 @@ def hashed(source: SourceFile, cache: HashCache) -> SourceFile:
     return replace(source, content_sha256=digest, size_bytes=size)
 
 
+def _hash_masks(rows: dict[str, dict[str, object]], root: Location) -> None:
+    """A ``mask_sha256`` label for each row's ``mask`` (a segmentation mask, relative to the
+    labels.csv folder), so a changed mask changes the manifest and reruns what uses it. A mask
+    that leaves the folder or is not a readable regular file gets none (never opened): the
+    task that reads it reports why."""
+    for row in rows.values():
+        relative = str(row.get("mask") or "").strip()
+        digest = ""
+        parts = PurePosixPath(relative)
+        if relative and not parts.is_absolute() and ".." not in parts.parts:
+            try:
+                digest = content_sha256(root / parts.as_posix())
+            except OSError:
+                digest = ""
+        row["mask_sha256"] = digest
+
+
 def discover(root: Location, labels_csv: Location | None, reserved: frozenset[str] = frozenset(),
              hash_cache: Path | None = None, frame_folders: bool = False) -> list[SourceFile]:
     """The dataset's entries with their hashes and labels, and one ``missing`` (or
@@ -407,6 +424,12 @@ def discover(root: Location, labels_csv: Location | None, reserved: frozenset[st
             raise ValueError(f"{labels_csv}: no path matches a file under {root} (paths must be "
                              f"relative to that folder; first row: {next(iter(rows))!r}, first "
                              f"file: {listed[0].relative_path!r})")
+    if labels_csv is not None and any(row.get("mask") for row in rows.values()):
+        folder = dataset_path(labels_csv).parent
+        _hash_masks(rows, folder)
+        masks = {str(folder / str(row["mask"]).strip()) for row in rows.values() if row["mask"]}
+        listed = [source for source in listed  # masks beside their images (BUSI) are no items
+                  if str(root / source.relative_path) not in masks]
     cache = HashCache(hash_cache)
     with ThreadPoolExecutor(HASH_THREADS) as pool:
         sources = [replace(source, labels=rows.get(source.relative_path, {}))

@@ -72,6 +72,15 @@ def scores(table: pd.DataFrame, classes: list[str], normal: str | None) -> dict[
 
 
 
+def binary_scores(pooled: dict[str, object], positive: str) -> dict[str, float]:
+    """A two-class task's numbers as Meta-USCL Table IV gives them: the positive class's
+    precision, recall (sensitivity), F1 and AUC, and the accuracy, from :func:`scores`'
+    pooled block."""
+    per_class = pooled["per_class"][positive]
+    return {"positive": positive, "accuracy": pooled["accuracy"],
+            **{name: per_class[name] for name in ("precision", "recall", "f1", "auc")}}
+
+
 def level_scores(table: pd.DataFrame, classes: list[str], normal: str | None
                  ) -> dict[str, object]:
     """:func:`scores` at frame level and at video level (:func:`video_level`)."""

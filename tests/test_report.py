@@ -7,7 +7,14 @@ from typer.testing import CliRunner
 from pipeline.atomic import write_json
 from pipeline.card import Normalisation, RunCard
 from pipeline.cli import app
-from pipeline.evaluate.evaluation import draw_figures, evaluate, plot_tables, selected
+from pipeline.evaluate.evaluation import (
+    binary_scores,
+    draw_figures,
+    evaluate,
+    plot_tables,
+    selected,
+)
+from pipeline.evaluate.segmentation import summary
 
 CLASSES = ["covid", "pneumonia", "regular"]
 
@@ -85,3 +92,44 @@ def test_report_escapes_names_and_refuses_a_string_metric(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path / "scratch"), "-o", str(out)])
     assert result.exit_code == 2
     assert "metrics.json" in result.output and "not a number" in result.output
+
+
+def test_report_adds_a_table_per_image_task(tmp_path):
+    """A classification task (binary metrics) and a segmentation task under tasks/: one
+    table each, a row per run that ran it."""
+    for name, right in (("uscl", 6), ("scratch", 3)):
+        experiment(tmp_path / name, name, right=right)
+    labels = [0, 1] * 4
+    guesses = {"uscl": labels, "scratch": [1] * 8}  # scratch calls everything malignant
+    for name, guessed in guesses.items():
+        table = pd.DataFrame({"fold": [0, 0, 1, 1] * 2, "seed": 0, "epoch": 0, "label": labels,
+                              "video_id": [f"i{k}" for k in range(8)],
+                              "p_benign": [0.9 if g == 0 else 0.1 for g in guessed]})
+        table["p_malignant"] = 1 - table["p_benign"]
+        curves = pd.DataFrame({"fold": [0, 1], "seed": 0, "epoch": 0, "train_loss": 1.0,
+                               "train_accuracy": 0.5, "test_accuracy": 0.5})
+        metrics = evaluate(table, curves, ["benign", "malignant"], None)
+        metrics["binary"] = {selection: binary_scores(metrics[selection]["pooled"], "malignant")
+                             for selection in ("last_epoch", "best_epoch_optimistic")}
+        metrics["protocol"] = {"kind": "classification"}
+        write_json(tmp_path / name / "tasks" / "lesions" / "metrics.json", metrics)
+    scores = pd.DataFrame({"fold": [0, 0, 1, 1], "seed": 0, "dice": [0.8, 0.6, 0.7, 0.5],
+                           "ppv": 0.9, "sensitivity": [1.0, 0.5, 1.0, 0.5]})
+    write_json(tmp_path / "uscl" / "tasks" / "masks" / "metrics.json",
+               {"last_epoch": summary(scores), "excluded": {"v": "bad mask"},
+                "protocol": {"kind": "segmentation"}})
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "uscl"),
+                                      str(tmp_path / "scratch"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = out.with_suffix(".md").read_text().splitlines()
+    start = lines.index("## Task lesions (last epoch, %)")
+    assert lines[start + 2].startswith("| run | method (preset) | malignant precision |")
+    assert lines[start + 4].startswith("| uscl | uscl (code) | 100.0 | 100.0 | 100.0 | 1")
+    # scratch: precision 4/8, recall 4/4, F1 2/3, accuracy 4/8
+    assert lines[start + 5].startswith("| scratch | scratch (code) | 50.0 | 100.0 | 66.7 |")
+    start = lines.index("## Task masks (last epoch, %)")
+    assert lines[start + 4] == ("| uscl | uscl (code) | 65.0 (65.0 ± 7.1) | 90.0 (90.0 ± 0.0) "
+                                "| 75.0 (75.0 ± 0.0) | 4 | 1 |")
+    assert len(lines) > start + 5 and not lines[start + 5].startswith("| scratch")
+    assert "<h2>Task masks (last epoch, %)</h2>" in out.with_suffix(".html").read_text()

@@ -1,7 +1,8 @@
 """One comparison table across experiments (the papers' Table 3 layout), Markdown and HTML.
 
 A run is a folder holding an evaluate stage's output: ``metrics.json``, ``card.json`` (the
-pretraining card) and ``figures/*.png`` (e.g. ``results/`` copied per experiment). The table
+pretraining card), ``figures/*.png`` and, when image tasks ran, ``tasks/<name>/metrics.json``
+(e.g. ``results/`` copied per experiment): one more table per task. The table
 gives the honest last-epoch numbers, per-run mean ± std, and the papers' best-test-epoch
 accuracy in a column labelled optimistic. The HTML embeds the figures.
 """
@@ -31,6 +32,7 @@ class Run:
     metrics: dict
     card: RunCard
     predictions: pd.DataFrame | None  # the headline's test predictions, when written
+    tasks: dict[str, dict]  # image task name -> its metrics.json (``tasks/<name>/``)
 
     @classmethod
     def load(cls, folder: Path) -> Run:
@@ -42,16 +44,19 @@ class Run:
         card = RunCard.load(folder / "card.json")
         path = folder / "predictions.parquet"
         predictions = pd.read_parquet(path) if path.is_file() else None
-        return cls(folder.name, folder, metrics, card, predictions)
+        tasks = {task.parent.name: json.loads(task.read_text())
+                 for task in sorted(folder.glob("tasks/*/metrics.json"))}
+        return cls(folder.name, folder, metrics, card, predictions, tasks)
 
-    def number(self, *keys: str) -> float:
-        """``metrics.json``'s value at ``keys``; a clear error naming the file and the field
-        if it is absent or not a number."""
-        value: object = self.metrics
+    def number(self, *keys: str, task: str | None = None) -> float:
+        """``metrics.json``'s value at ``keys`` (an image task's with ``task``); a clear error
+        naming the file and the field if it is absent or not a number."""
+        value: object = self.metrics if task is None else self.tasks[task]
         for key in keys:
             value = value.get(key) if isinstance(value, dict) else None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{self.folder / 'metrics.json'}: {'.'.join(keys)} is {value!r}, "
+            path = "metrics.json" if task is None else f"tasks/{task}/metrics.json"
+            raise ValueError(f"{self.folder / path}: {'.'.join(keys)} is {value!r}, "
                              "not a number")
         return float(value)
 
@@ -95,6 +100,48 @@ def table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
               "accuracy", "accuracy per fold (mean ± std)", "macro F1", "macro AUC",
               "accuracy, best test epoch (optimistic)"]
     return header, [_row(run, classes) for run in runs]
+
+
+def task_tables(runs: list[Run]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One (task, header, rows) per image task any run has, a row per run that has it:
+    classification as Meta-USCL Table IV (the positive class's precision, recall, F1, AUC
+    and the accuracy; the optimistic accuracy labelled), segmentation as Table VI (Dice, PPV,
+    sensitivity: mean over test images, and per fold mean ± std)."""
+    tables = []
+    for task in sorted({name for run in runs for name in run.tasks}):
+        having = [run for run in runs if task in run.tasks]
+        kind = having[0].tasks[task].get("protocol", {}).get("kind")
+        if kind == "segmentation":
+            names = ("dice", "ppv", "sensitivity")
+            header = ["run", "method (preset)", *[f"{name} (per fold)" for name in names],
+                      "images", "left out"]
+            rows = [[run.name, run.card.title, *[
+                f"{_percent(run.number('last_epoch', 'pooled', name, task=task))} ("
+                + " ± ".join(_percent(run.number('last_epoch', 'per_run', name, statistic,
+                                                 task=task)) for statistic in ("mean", "std"))
+                + ")" for name in names],
+                str(int(run.number("last_epoch", "images", task=task))),
+                str(len(run.tasks[task].get("excluded", {})))] for run in having]
+        else:
+            binary = "binary" in having[0].tasks[task]
+            names = ("precision", "recall", "f1", "auc") if binary else ()
+            positive = having[0].tasks[task]["binary"]["last_epoch"]["positive"] if binary \
+                else ""
+            header = ["run", "method (preset)", *[f"{positive} {name}" for name in names],
+                      "accuracy", "accuracy per fold (mean ± std)", "macro F1",
+                      "accuracy, best test epoch (optimistic)"]
+            rows = [[run.name, run.card.title,
+                     *[_percent(run.number("binary", "last_epoch", name, task=task))
+                       for name in names],
+                     _percent(run.number("last_epoch", "pooled", "accuracy", task=task)),
+                     " ± ".join(_percent(run.number("last_epoch", "per_run", "accuracy",
+                                                    statistic, task=task))
+                                for statistic in ("mean", "std")),
+                     _percent(run.number("last_epoch", "pooled", "macro_f1", task=task)),
+                     _percent(run.number("best_epoch_optimistic", "pooled", "accuracy",
+                                         task=task))] for run in having]
+        tables.append((task, header, rows))
+    return tables
 
 
 def _protocol(runs: list[Run]) -> str:
@@ -152,6 +199,10 @@ def markdown(runs: list[Run], title: str = "Method comparison",
                   "bootstrap interval over patients; **bold** where it excludes 0.", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += [_markdown_row(row, escaped=2) for row in rows]
+    for task, header, rows in task_tables(runs):
+        lines += ["", f"## Task {markdown_text(task)} (last epoch, %)", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += [_markdown_row(row, escaped=2) for row in rows]
     for run in runs:
         if run.figures:
             lines += ["", f"## {markdown_text(run.name)}", ""]
@@ -186,7 +237,18 @@ def html_page(runs: list[Run], title: str = "Method comparison") -> str:
             "img{height:300px;margin:4px}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><p>{html.escape(_protocol(runs))}</p>"
             f"<table><tr>{cells}</tr>{body}</table>{_html_differences(runs)}"
-            f"{''.join(figures)}</body></html>\n")
+            f"{_html_tasks(runs)}{''.join(figures)}</body></html>\n")
+
+
+def _html_tasks(runs: list[Run]) -> str:
+    parts = []
+    for task, header, rows in task_tables(runs):
+        cells = "".join(f"<th>{html.escape(name)}</th>" for name in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row)
+                       + "</tr>" for row in rows)
+        parts.append(f"<h2>Task {html.escape(task)} (last epoch, %)</h2>"
+                     f"<table><tr>{cells}</tr>{body}</table>")
+    return "".join(parts)
 
 
 def _html_differences(runs: list[Run]) -> str:

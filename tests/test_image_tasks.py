@@ -4,6 +4,7 @@ references, and both task kinds end to end on the phantom."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from pipeline.card import RunCard
 from pipeline.config import DecodeConfig, TaskConfig, TrainConfig, parse_params
 from pipeline.data.ingest import ingest, inventory
 from pipeline.data.manifest import load_manifest
-from pipeline.data.masks import MaskError, mask_location, read_mask
+from pipeline.data.masks import MaskError, checked_masks, mask_location, read_mask
 from pipeline.data.phantom import CLASSES, lesion_image, lesion_specs, write_phantom
 from pipeline.data.splits import split_table
 from pipeline.evaluate.evaluation import binary_scores, scores
@@ -221,3 +222,38 @@ def test_tasks_in_params_are_validated():
     finetune = classification.finetune()  # what the fine-tuning engine runs
     assert (finetune.classes, finetune.schedule(), finetune.image_size, finetune.mode,
             finetune.probes) == (["a", "b"], (7, 32), 96, "last_block", None)
+
+
+def test_ultrabench_prepared_splits_are_read_in_place(tmp_path):
+    """UltraBench's layout (``train_val.json`` + ``test.json``, images and 0/1 tumour and scan
+    masks under one root): images become items with label, patient group and mask; no mask
+    is taken for an image."""
+    root = tmp_path / "stanford_thyroid_v1"
+    specs = lesion_specs(6, seed=5)
+    write_phantom(tmp_path / "phantom", 6, seed=5)
+    examples = []
+    for spec in specs:
+        image = (tmp_path / "phantom" / "images" / f"{spec.name}.png").read_bytes()
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "images" / f"{spec.name}.png").write_bytes(image)
+        tumour = np.asarray(Image.open(tmp_path / "phantom" / "masks" / f"{spec.name}.png")) > 0
+        write_mask(root / "masks" / "tumor" / f"{spec.name}.png", tumour)
+        write_mask(root / "masks" / "scan" / f"{spec.name}.png", np.ones_like(tumour))
+        examples.append({"patient": str(spec.patient), "image": f"images/{spec.name}.png",
+                         "tumor_mask": f"masks/tumor/{spec.name}.png",
+                         "scan_mask": f"masks/scan/{spec.name}.png",
+                         "label": CLASSES.index(spec.label), "pathology": spec.label})
+    (root / "train_val.json").write_text(json.dumps(examples[:4]))
+    (root / "test.json").write_text(json.dumps(examples[4:]))
+    ingest(root, root / "ultrabench", tmp_path / "out", DecodeConfig(workers=1),
+           progress=False)
+    videos = load_manifest(tmp_path / "out").videos.sort_values("source_path")
+    assert videos["source_path"].tolist() == [f"images/{spec.name}.png" for spec in specs]
+    assert videos["label"].tolist() == [spec.label for spec in specs]
+    assert videos["group"].tolist() == [str(spec.patient) for spec in specs]
+    assert videos["ultrabench_split"].tolist() == ["train_val"] * 4 + ["test"] * 2
+    masks, errors = checked_masks(videos, root)
+    assert not errors and all(masks[v].sum() > 0 for v in videos["video_id"])
+    (root / "test.json").write_text("{not json")
+    with pytest.raises(ValueError, match="test.json: not valid JSON"):
+        inventory(root, root / "ultrabench", tmp_path / "again")

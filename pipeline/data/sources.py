@@ -60,6 +60,8 @@ LABEL_COLUMNS = frozenset({"label", "probe", "group", "uncertain"})
 NOT_VIDEO_SUFFIXES = {".csv", ".txt", ".md", ".json", ".yaml", ".yml", ".parquet", ".pdf"}
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 HASH_CACHE = ".hash-cache.json"  # content hashes kept between listings (HashCache)
+ULTRABENCH = "ultrabench"  # data.<name>.labels: UltraBench's prepared JSON splits in the root
+ULTRABENCH_SPLITS = ("train.json", "validation.json", "train_val.json", "test.json")
 HASH_THREADS = 8  # files hashed at once: reading (disk, network) overlaps; hashlib frees the GIL
 ID_DIGITS = 16  # hex digits of the path digest in an id: 64 bits, no collision by chance
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
@@ -260,20 +262,13 @@ def read_labels(csv_path: Location, reserved: frozenset[str] = frozenset()) -> p
     in ``reserved`` (names the pipeline computes itself) are an error rather than silently
     overwritten. Every error names the file.
     """
-    if not csv_path.is_file():
+    if csv_path.name == ULTRABENCH:
+        table = read_ultrabench(csv_path.parent)
+    elif not csv_path.is_file():
         raise FileNotFoundError(f"labels file not found: {csv_path} (for unlabelled videos set "
                                 "the dataset's labels param to null)")
-    try:
-        table = pd.read_csv(io.BytesIO(csv_path.read_bytes()), dtype=str,
-                            keep_default_na=False, encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{csv_path}: not UTF-8 text ({error.reason} at byte {error.start}); "
-                         "save it as UTF-8") from error
-    except pd.errors.EmptyDataError as error:
-        raise ValueError(f"{csv_path}: empty file (expected a header with a 'path' column)"
-                         ) from error
-    except pd.errors.ParserError as error:
-        raise ValueError(f"{csv_path}: not a valid CSV file ({error})") from error
+    else:
+        table = _read_csv(csv_path)
     if "path" not in table.columns:
         raise ValueError(f"{csv_path}: no 'path' column (columns: {', '.join(table.columns)})")
     clashing = sorted(set(table.columns) & reserved)
@@ -286,6 +281,53 @@ def read_labels(csv_path: Location, reserved: frozenset[str] = frozenset()) -> p
     if duplicated:
         raise ValueError(f"{csv_path}: paths listed twice: {', '.join(duplicated[:5])}")
     return table
+
+
+def _read_csv(csv_path: Location) -> pd.DataFrame:
+    try:
+        return pd.read_csv(io.BytesIO(csv_path.read_bytes()), dtype=str,
+                           keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{csv_path}: not UTF-8 text ({error.reason} at byte {error.start}); "
+                         "save it as UTF-8") from error
+    except pd.errors.EmptyDataError as error:
+        raise ValueError(f"{csv_path}: empty file (expected a header with a 'path' column)"
+                         ) from error
+    except pd.errors.ParserError as error:
+        raise ValueError(f"{csv_path}: not a valid CSV file ({error})") from error
+
+
+def read_ultrabench(root: Location) -> pd.DataFrame:
+    """UltraBench's prepared splits (``train.json``, ``validation.json``, ``train_val.json``,
+    ``test.json``: arrays of objects with ``image``, ``label``, a mask, ``scan_mask``, often
+    ``patient``), as labels.csv rows: ``path`` (relative to ``root``), ``label`` (the
+    ``pathology`` name where given, else the integer label), ``group`` (``patient``),
+    ``mask`` (``mask``, or the one ``*_mask`` key other than ``scan_mask``), ``scan_mask``,
+    ``ultrabench_split``. Every error names the file."""
+    rows = []
+    files = [root / name for name in ULTRABENCH_SPLITS if (root / name).is_file()]
+    if not files:
+        raise FileNotFoundError(f"{root}: no UltraBench split file "
+                                f"({', '.join(ULTRABENCH_SPLITS)})")
+    for path in files:
+        try:
+            examples = json.loads(path.read_bytes())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        if not isinstance(examples, list) or not all(isinstance(e, dict) and "image" in e
+                                                     for e in examples):
+            raise ValueError(f"{path}: expected a JSON array of objects with an 'image' key")
+        for example in examples:
+            masks = [key for key in example if key == "mask" or (
+                key.endswith("_mask") and key != "scan_mask")]
+            label = example.get("pathology", example.get("label"))
+            rows.append({"path": str(example["image"]),
+                         "label": "" if label is None else str(label),
+                         "group": str(example.get("patient") or ""),
+                         "mask": str(example[masks[0]]) if len(masks) == 1 else "",
+                         "scan_mask": str(example.get("scan_mask") or ""),
+                         "ultrabench_split": path.stem})
+    return pd.DataFrame(rows, dtype=str)
 
 
 def _unlisted(root: Location, relative: str) -> tuple[str, str]:
@@ -427,7 +469,8 @@ def discover(root: Location, labels_csv: Location | None, reserved: frozenset[st
     if labels_csv is not None and any(row.get("mask") for row in rows.values()):
         folder = dataset_path(labels_csv).parent
         _hash_masks(rows, folder)
-        masks = {str(folder / str(row["mask"]).strip()) for row in rows.values() if row["mask"]}
+        masks = {str(folder / str(row[column]).strip()) for row in rows.values()
+                 for column in ("mask", "scan_mask") if row.get(column)}
         listed = [source for source in listed  # masks beside their images (BUSI) are no items
                   if str(root / source.relative_path) not in masks]
     cache = HashCache(hash_cache)

@@ -363,15 +363,16 @@ class ProbeConfig:
 @dataclass(frozen=True)
 class TaskConfig:
     """A further downstream evaluation on images (``tasks.<name>``; one stage ``task@<name>``
-    each; docs/methods.md §9): image classification or lesion segmentation of a dataset under
-    ``data:`` (listed, decoded and split by patient like any dataset: set its ``folds``),
-    k-fold by patient with the pretrained backbone.
+    each; docs/methods.md §8.5): image classification, lesion segmentation or detection of a
+    dataset under ``data:`` (listed, decoded and split by patient like any dataset: set its
+    ``folds``), k-fold by patient with the pretrained backbone.
 
     ``positive``: the class whose precision, recall, F1 and AUC are the binary metrics
     (Meta-USCL Table IV; default: the second class). Segmentation masks are named by the
     dataset's labels.csv ``mask`` column, relative to its folder. ``mode``:
     classification as ``finetune.mode``; segmentation ``full`` (backbone and decoder),
-    ``last_block`` or ``decoder`` (a frozen backbone).
+    ``last_block`` or ``decoder`` (a frozen backbone); detection (Mask R-CNN) ``frozen_stem``
+    (the seeds': conv1, bn1 and layer1 frozen) or ``full``.
     """
 
     kind: str
@@ -387,13 +388,13 @@ class TaskConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     workers: int = 2
 
-    KINDS = ("classification", "segmentation")
+    MODES = {"classification": ("last_block", "linear", "full"),
+             "segmentation": ("full", "last_block", "decoder"),
+             "detection": ("frozen_stem", "full")}
 
     def __post_init__(self) -> None:
-        check_choice("tasks.kind", self.kind, self.KINDS)
-        modes = ("last_block", "linear", "full") if self.kind == "classification" else (
-            "full", "last_block", "decoder")
-        check_choice("tasks.mode", self.mode, modes)
+        check_choice("tasks.kind", self.kind, tuple(self.MODES))
+        check_choice("tasks.mode", self.mode, self.MODES[self.kind])
         if self.kind == "classification" and len(self.classes) < 2:
             raise ValueError("tasks: a classification task needs at least two classes")
         if self.positive is not None and self.positive not in self.classes:

@@ -5,8 +5,9 @@ The PyPI torchvision wheel is built against CUDA torch. On the CPU torch wheel i
 never exist, and ``torchvision/_meta_registrations.py`` then aborts ``import torchvision`` by
 registering fake kernels for them without the ``_has_ops()`` guard its other registrations have.
 Defining the two operators (with torchvision's schemas) before the import lets it complete;
-``nms`` also gets a plain CPU kernel so ``torch.ops.torchvision.nms`` works. Where the extension
-loads (the GPU machines' CUDA builds) nothing is changed.
+``nms`` also gets a plain CPU kernel so ``torch.ops.torchvision.nms`` and
+``torchvision.ops.nms`` work (Mask R-CNN needs them; its RoIAlign has a pure-PyTorch fallback).
+Where the extension loads (the GPU machines' CUDA builds) nothing is changed.
 
 Usage, everywhere in this project: ``from pipeline.tv_compat import torchvision`` (and
 ``transforms_v2`` for ``torchvision.transforms.v2``).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 
+import numpy as np
 import torch
 
 _LIBRARY: torch.library.Library | None = None  # kept alive: registrations die with the object
@@ -52,22 +54,25 @@ def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) 
     """Indices of the boxes kept by greedy non-maximum suppression, by decreasing score.
 
     ``boxes`` are (x1, y1, x2, y2); a box is dropped when its IoU with a kept box exceeds
-    ``iou_threshold``.
+    ``iou_threshold``. The IoU matrix is computed once (NumPy); the greedy pass walks it.
     """
-    order = torch.argsort(scores, descending=True, stable=True)
-    x1, y1, x2, y2 = boxes.unbind(dim=1)
-    areas = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
-    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
+    order = torch.argsort(scores, descending=True, stable=True).numpy()
+    ordered = boxes.detach().double().numpy()[order]
+    areas = np.clip(ordered[:, 2] - ordered[:, 0], 0, None) * np.clip(
+        ordered[:, 3] - ordered[:, 1], 0, None)
+    width = np.clip(np.minimum(ordered[:, None, 2], ordered[None, :, 2])
+                    - np.maximum(ordered[:, None, 0], ordered[None, :, 0]), 0, None)
+    height = np.clip(np.minimum(ordered[:, None, 3], ordered[None, :, 3])
+                     - np.maximum(ordered[:, None, 1], ordered[None, :, 1]), 0, None)
+    overlap = width * height
+    union = areas[:, None] + areas[None, :] - overlap
+    iou = np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
+    suppressed = np.zeros(len(order), dtype=bool)
     keep = []
-    for index in order.tolist():
-        if suppressed[index]:
-            continue
-        keep.append(index)
-        width = (torch.minimum(x2[index], x2) - torch.maximum(x1[index], x1)).clamp(min=0)
-        height = (torch.minimum(y2[index], y2) - torch.maximum(y1[index], y1)).clamp(min=0)
-        overlap = width * height
-        iou = overlap / (areas[index] + areas - overlap).clamp(min=torch.finfo(boxes.dtype).tiny)
-        suppressed |= iou > iou_threshold
+    for rank in range(len(order)):
+        if not suppressed[rank]:
+            keep.append(order[rank])
+            suppressed |= iou[rank] > iou_threshold
     return torch.tensor(keep, dtype=torch.int64)
 
 
@@ -86,9 +91,15 @@ def ensure_torchvision_ops() -> bool:
     return True
 
 
-ensure_torchvision_ops()
+_SHIMMED = ensure_torchvision_ops()
 
 import torchvision  # noqa: E402 - must follow the operator definitions
 from torchvision.transforms import v2 as transforms_v2  # noqa: E402
+
+if _SHIMMED:
+    # torchvision.ops.nms (and batched_nms, which Mask R-CNN calls) guards on the extension
+    # having loaded; with the nms kernel above defined, let it through. roi_align already falls
+    # back to its pure-PyTorch version when the extension is missing.
+    torchvision.ops.boxes._assert_has_ops = lambda: None
 
 __all__ = ["ensure_torchvision_ops", "greedy_nms", "torchvision", "transforms_v2"]

@@ -23,10 +23,11 @@ from pipeline.data.manifest import load_manifest
 from pipeline.data.masks import MaskError, checked_masks, mask_location, read_mask
 from pipeline.data.phantom import CLASSES, lesion_image, lesion_specs, write_phantom
 from pipeline.data.splits import split_table
+from pipeline.evaluate.detection import build_mask_rcnn, coco_annotation, coco_ap, instances
 from pipeline.evaluate.evaluation import binary_scores, scores
 from pipeline.evaluate.segmentation import LesionSegmenter, segmentation_scores
 from pipeline.pretrain.engine import pretrain
-from stages.task import classify, segment
+from stages.task import classify, detect, segment
 
 
 def solidity(mask: np.ndarray) -> float:
@@ -201,7 +202,7 @@ def test_classification_task_writes_the_papers_and_binary_metrics(phantom_task, 
     assert metrics["last_epoch"]["pooled"]["samples"] == 20
     assert set(metrics["binary"]) == {"last_epoch", "best_epoch_optimistic"}
     assert metrics["binary"]["last_epoch"]["positive"] == "malignant"
-    assert (tmp_path / "predictions.parquet").is_file()
+    assert (tmp_path / "tables" / "predictions.parquet").is_file()
     assert any((tmp_path / "figures").iterdir())
 
 
@@ -210,7 +211,7 @@ def test_tasks_in_params_are_validated():
     params = parse_params({**base, "tasks": {"t": {"kind": "segmentation",
                                                    "dataset": "lesions"}}})
     assert params.task("t").kind == "segmentation"
-    for tasks, message in (({"t": {"kind": "detection", "dataset": "lesions"}}, "detection"),
+    for tasks, message in (({"t": {"kind": "regression", "dataset": "lesions"}}, "regression"),
                            ({"t": {"kind": "classification", "dataset": "nope",
                                    "classes": ["a", "b"]}}, "not under data"),
                            ({"t": {"kind": "classification", "dataset": "lesions",
@@ -257,3 +258,68 @@ def test_ultrabench_prepared_splits_are_read_in_place(tmp_path):
     (root / "test.json").write_text("{not json")
     with pytest.raises(ValueError, match="test.json: not valid JSON"):
         inventory(root, root / "ultrabench", tmp_path / "again")
+
+
+def coco_truth(regions: dict[int, np.ndarray]) -> tuple[dict, dict[int, dict]]:
+    annotations = {image: coco_annotation(image, region) for image, region in regions.items()}
+    for number, annotation in enumerate(annotations.values(), start=1):
+        annotation["id"] = number
+    return {"images": [{"id": image, "width": region.shape[1], "height": region.shape[0]}
+                       for image, region in regions.items()],
+            "annotations": list(annotations.values()),
+            "categories": [{"id": 1, "name": "lesion"}]}, annotations
+
+
+def test_coco_ap_of_perfect_shifted_and_missing_detections():
+    regions = {}
+    for image in (1, 2):
+        region = np.zeros((40, 50), bool)
+        region[10:20, 12 + image:30] = True
+        regions[image] = region
+    truth, annotations = coco_truth(regions)
+    perfect = [{"image_id": image, "category_id": 1, "bbox": a["bbox"], "score": 0.9,
+                "segmentation": a["segmentation"]} for image, a in annotations.items()]
+    assert coco_ap(truth, perfect) == {kind: {"ap": 1.0, "ap50": 1.0, "ap75": 1.0}
+                                       for kind in ("bbox", "segm")}
+    shifted = [{**d, "bbox": [d["bbox"][0] + 20, *d["bbox"][1:]]} for d in perfect]
+    assert coco_ap(truth, shifted)["bbox"] == {"ap": 0.0, "ap50": 0.0, "ap75": 0.0}
+    assert coco_ap(truth, [])["segm"]["ap"] == 0.0
+    # one image right, one missed: AP50 = recall-weighted precision = 0.5 (101-point COCO)
+    assert coco_ap(truth, perfect[:1])["bbox"]["ap50"] == pytest.approx(0.50, abs=0.01)
+    assert coco_ap(truth, perfect[:1], image_ids=[1])["bbox"]["ap50"] == pytest.approx(1.0)
+
+
+def test_mask_rcnn_trunk_holds_the_exported_backbone(phantom_task):
+    root, _, _, card = phantom_task
+    weights = torch.load(root / "models" / "backbone.pt", weights_only=True)
+    model = build_mask_rcnn("resnet18", root / "models" / "backbone.pt", "frozen_stem", 96,
+                            card.normalisation)
+    trunk = model.backbone.body
+    assert torch.equal(trunk.conv1.weight, weights["conv1.weight"])
+    assert torch.equal(trunk.layer4[1].bn2.running_var, weights["layer4.1.bn2.running_var"])
+    assert not trunk.layer1[0].conv1.weight.requires_grad  # the seeds' frozen stem
+    assert trunk.layer2[0].conv1.weight.requires_grad
+
+
+def test_instances_are_connected_regions():
+    mask = np.zeros((10, 10), bool)
+    mask[1:3, 1:3] = True
+    mask[6:9, 5:9] = True
+    mask[3, 3] = True  # touches the first region diagonally: one lesion
+    found = instances(mask)
+    assert [int(region.sum()) for region in found] == [5, 12]
+
+
+@pytest.mark.slow
+def test_detection_task_reports_coco_ap(phantom_task, tmp_path):
+    root, manifest, split, card = phantom_task
+    task = TaskConfig(kind="detection", dataset="lesions", classes=list(CLASSES), epochs=1,
+                      image_size=64, batch_size=2, lr=0.005, mode="frozen_stem", workers=0)
+    metrics = detect(task, manifest, split, root / "lesions", card,
+                     root / "models" / "backbone.pt", tmp_path)
+    assert metrics["last_epoch"]["images"] == 19 and len(metrics["excluded"]) == 1
+    for kind in ("bbox", "segm"):
+        assert all(0 <= value <= 1 for value in metrics["last_epoch"]["pooled"][kind].values())
+    coco = json.loads((tmp_path / "tables" / "coco.json").read_text())
+    assert len(coco["0"]["truth"]["annotations"]) >= 19  # a lesion or more per image
+    assert (tmp_path / "figures" / "loss.png").is_file()

@@ -1,12 +1,15 @@
 """`uspipe report` from two tiny experiments (evaluate outputs built from known predictions)."""
 
 
+import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
 from pipeline.atomic import write_json
 from pipeline.card import Normalisation, RunCard
 from pipeline.cli import app
+from pipeline.evaluate.detection import DetectionResult, coco_annotation
+from pipeline.evaluate.detection import summary as detection_summary
 from pipeline.evaluate.evaluation import (
     binary_scores,
     draw_figures,
@@ -118,11 +121,27 @@ def test_report_adds_a_table_per_image_task(tmp_path):
     write_json(tmp_path / "uscl" / "tasks" / "masks" / "metrics.json",
                {"last_epoch": summary(scores), "excluded": {"v": "bad mask"},
                 "protocol": {"kind": "segmentation"}})
+    region = np.zeros((20, 20), bool)
+    region[4:9, 5:12] = True
+    truth = {"images": [{"id": 1, "width": 20, "height": 20}],
+             "annotations": [{**coco_annotation(1, region), "id": 1}],
+             "categories": [{"id": 1, "name": "lesion"}]}
+    found = [{"image_id": 1, "category_id": 1, "score": 0.9,
+              "bbox": truth["annotations"][0]["bbox"],
+              "segmentation": truth["annotations"][0]["segmentation"]}]
+    write_json(tmp_path / "scratch" / "tasks" / "boxes" / "metrics.json",
+               {"last_epoch": detection_summary({0: DetectionResult(found, truth, {0: [1]},
+                                                                    pd.DataFrame())}),
+                "excluded": {}, "protocol": {"kind": "detection"}})
     out = tmp_path / "report"
     result = CliRunner().invoke(app, ["report", str(tmp_path / "uscl"),
                                       str(tmp_path / "scratch"), "-o", str(out)])
     assert result.exit_code == 0, result.output
     lines = out.with_suffix(".md").read_text().splitlines()
+    start = lines.index("## Task boxes (last epoch, %)")
+    assert lines[start + 2].startswith("| run | method (preset) | box AP | box AP50 |")
+    assert lines[start + 4] == ("| scratch | scratch (code) | 100.0 | 100.0 | 100.0 | 100.0 "
+                                "| 100.0 | 100.0 | 100.0 ± 0.0 | 1 | 0 |")
     start = lines.index("## Task lesions (last epoch, %)")
     assert lines[start + 2].startswith("| run | method (preset) | malignant precision |")
     assert lines[start + 4].startswith("| uscl | uscl (code) | 100.0 | 100.0 | 100.0 | 1")

@@ -45,3 +45,21 @@ def test_nms_operator_matches_numpy_reference():
                                         torch.tensor(scores, dtype=torch.float32), threshold)
         assert got.tolist() == expected
         assert greedy_nms(torch.tensor(boxes), torch.tensor(scores), threshold).tolist() == expected
+
+
+def test_the_public_nms_and_batched_nms_match_the_reference():
+    """What Mask R-CNN calls: torchvision.ops.nms and batched_nms (per class)."""
+    rng = np.random.default_rng(1)
+    corners = rng.uniform(0, 50, size=(40, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(5, 30, size=(40, 2))], axis=1)
+    scores = rng.uniform(size=40)
+    classes = rng.integers(0, 2, 40)
+    as_tensor = torch.tensor(boxes, dtype=torch.float32), torch.tensor(scores,
+                                                                       dtype=torch.float32)
+    assert torchvision.ops.nms(*as_tensor, 0.3).tolist() == numpy_nms(boxes, scores, 0.3)
+    expected = sorted((index for label in (0, 1)
+                       for index in np.flatnonzero(classes == label)[numpy_nms(
+                           boxes[classes == label], scores[classes == label], 0.3)]),
+                      key=lambda index: -scores[index])
+    assert torchvision.ops.batched_nms(*as_tensor, torch.tensor(classes), 0.3).tolist() == \
+        expected

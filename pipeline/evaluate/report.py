@@ -106,12 +106,24 @@ def task_tables(runs: list[Run]) -> list[tuple[str, list[str], list[list[str]]]]
     """One (task, header, rows) per image task any run has, a row per run that has it:
     classification as Meta-USCL Table IV (the positive class's precision, recall, F1, AUC
     and the accuracy; the optimistic accuracy labelled), segmentation as Table VI (Dice, PPV,
-    sensitivity: mean over test images, and per fold mean ± std)."""
+    sensitivity: mean over test images, and per fold mean ± std), detection as USCL Table 3
+    (COCO box and mask AP)."""
     tables = []
     for task in sorted({name for run in runs for name in run.tasks}):
         having = [run for run in runs if task in run.tasks]
         kind = having[0].tasks[task].get("protocol", {}).get("kind")
-        if kind == "segmentation":
+        if kind == "detection":
+            header = ["run", "method (preset)", *[f"{label} {name}" for label in ("box", "mask")
+                                                   for name in ("AP", "AP50", "AP75")],
+                      "box AP per fold (mean ± std)", "images", "left out"]
+            rows = [[run.name, run.card.title, *[
+                _percent(run.number("last_epoch", "pooled", kind_, name, task=task))
+                for kind_ in ("bbox", "segm") for name in ("ap", "ap50", "ap75")],
+                " ± ".join(_percent(run.number("last_epoch", "per_fold", "bbox", "ap", statistic,
+                                               task=task)) for statistic in ("mean", "std")),
+                str(int(run.number("last_epoch", "images", task=task))),
+                str(len(run.tasks[task].get("excluded", {})))] for run in having]
+        elif kind == "segmentation":
             names = ("dice", "ppv", "sensitivity")
             header = ["run", "method (preset)", *[f"{name} (per fold)" for name in names],
                       "images", "left out"]

@@ -260,7 +260,7 @@ def _difference(out: Path, name: str, reference: str, protocol: str, level: str,
     a, b = (_predictions(out, run, protocol, units) for run in (name, reference))
     if a is None or b is None:
         return "n/a"
-    accuracy = compare(a, b, CLASSES, level)[0]
+    (accuracy,) = compare(a, b, CLASSES, level, metrics=("accuracy",))
     text = f"{accuracy.difference:+.3f} [{accuracy.low:+.3f}, {accuracy.high:+.3f}]"
     return f"**{text}**" if accuracy.supported else text
 

@@ -47,12 +47,16 @@ def load_predictions(folder: Path, protocol: str = "finetune") -> tuple[pd.DataF
     return table, [column[2:] for column in table.columns if column.startswith("p_")]
 
 
-def metric_values(true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+def metric_values(true: np.ndarray, probabilities: np.ndarray,
+                  metrics: tuple[str, ...] = METRICS) -> dict[str, float]:
+    """``metrics`` (some of :data:`METRICS`) of one set of predictions."""
     classes = probabilities.shape[1]
     names = [str(k) for k in range(classes)]
     summary = summarise(confusion_matrix(true, probabilities.argmax(1), classes), names, None)
-    return {"accuracy": summary["accuracy"], "macro_f1": summary["macro_f1"],
-            "macro_auc": macro_auc(true, probabilities)[0]}
+    values = {"accuracy": summary["accuracy"], "macro_f1": summary["macro_f1"]}
+    if "macro_auc" in metrics:  # the costly one: a ranking per class
+        values["macro_auc"] = macro_auc(true, probabilities)[0]
+    return {metric: values[metric] for metric in metrics}
 
 
 def units(table: pd.DataFrame, classes: list[str], level: str) -> pd.DataFrame:
@@ -83,7 +87,8 @@ class Difference:
 
 
 def bootstrap_differences(a: pd.DataFrame, b: pd.DataFrame, classes: list[str],
-                          resamples: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+                          resamples: int = 2000, seed: int = 0,
+                          metrics: tuple[str, ...] = METRICS) -> dict[str, np.ndarray]:
     """Per metric, ``resamples`` values of metric(a) - metric(b) on the same group resamples.
     ``a`` and ``b``: aligned unit tables (same rows in the same order)."""
     columns = [f"p_{c}" for c in classes]
@@ -93,20 +98,22 @@ def bootstrap_differences(a: pd.DataFrame, b: pd.DataFrame, classes: list[str],
     true = a["label"].to_numpy()
     probabilities = a[columns].to_numpy(), b[columns].to_numpy()
     rng = np.random.default_rng(seed)
-    result = {metric: np.empty(resamples) for metric in METRICS}
+    result = {metric: np.empty(resamples) for metric in metrics}
     for r in range(resamples):
         rows = np.concatenate([members[g] for g in rng.integers(0, len(names), len(names))])
-        first = metric_values(true[rows], probabilities[0][rows])
-        second = metric_values(true[rows], probabilities[1][rows])
-        for metric in METRICS:
+        first = metric_values(true[rows], probabilities[0][rows], metrics)
+        second = metric_values(true[rows], probabilities[1][rows], metrics)
+        for metric in metrics:
             result[metric][r] = first[metric] - second[metric]
     return result
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, classes: list[str], level: str = "video",
-            resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> list[Difference]:
-    """``a`` minus ``b`` per metric with a paired percentile bootstrap CI over groups; an error
-    when the two were not evaluated on the same folds and units."""
+            resamples: int = 2000, seed: int = 0, confidence: float = 0.95,
+            metrics: tuple[str, ...] = METRICS) -> list[Difference]:
+    """``a`` minus ``b`` per metric (``metrics``, in that order) with a paired percentile
+    bootstrap CI over groups; an error when the two were not evaluated on the same folds and
+    units."""
     a, b = units(a, classes, level), units(b, classes, level)
     key = ["repeat"] * ("repeat" in a) + ["fold", "video_id"] + \
         (["kept_index"] if level == "frame" else [])
@@ -114,12 +121,12 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, classes: list[str], level: str = "
         raise ValueError("the two runs were not evaluated on identical folds and test units; "
                          "a paired comparison needs the same split and selection")
     columns = [f"p_{c}" for c in classes]
-    point = {name: metric_values(t["label"].to_numpy(), t[columns].to_numpy())
+    point = {name: metric_values(t["label"].to_numpy(), t[columns].to_numpy(), metrics)
              for name, t in (("a", a), ("b", b))}
-    draws = bootstrap_differences(a, b, classes, resamples, seed)
+    draws = bootstrap_differences(a, b, classes, resamples, seed, metrics)
     tail = (1 - confidence) / 2 * 100
     result = []
-    for metric in METRICS:
+    for metric in metrics:
         values = draws[metric][~np.isnan(draws[metric])]
         low, high = np.percentile(values, [tail, 100 - tail]) if len(values) else (np.nan,) * 2
         result.append(Difference(metric, point["a"][metric], point["b"][metric],

@@ -9,6 +9,7 @@ curves and AUC from predicted probabilities (Mann-Whitney, ties counted half).
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 
 
 def confusion_matrix(true: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
@@ -65,14 +66,7 @@ def binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
     count_pos, count_neg = positive.sum(), (~positive).sum()
     if count_pos == 0 or count_neg == 0:
         return float("nan")
-    order = np.argsort(score, kind="mergesort")
-    ranks = np.empty(len(score))
-    sorted_scores = score[order]
-    # average ranks over ties (1-based)
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
-    ends = np.r_[starts[1:], len(score)]
-    for start, end in zip(starts, ends, strict=True):
-        ranks[order[start:end]] = (start + end + 1) / 2
+    ranks = rankdata(score, method="average")  # 1-based, ties share their mean rank
     return float((ranks[positive].sum() - count_pos * (count_pos + 1) / 2)
                  / (count_pos * count_neg))
 

@@ -15,8 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 def test_repository_params_parse():
     params = load_params(REPO / "params.yaml")
     assert params.decode.rate == 3
-    assert set(params.data) == {"pretrain", "downstream"}
+    assert set(params.data) == {"pretrain", "downstream", "lesions"}
     assert params.dataset("downstream").folds == 5
+    assert {task.dataset for task in params.tasks.values()} == {"lesions"}
+    assert {task.kind for task in params.tasks.values()} == {"classification", "segmentation"}
     pretrain = params.dataset("pretrain")
     assert pretrain.labels_path == pretrain.videos_path.parent / "labels.csv"
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from pipeline.card import RunCard  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data.manifest import load_manifest, load_split  # noqa: E402
-from stages.task import classify, detect, segment  # noqa: E402
+from pipeline.evaluate.tasks import classify, detect, segment  # noqa: E402
 
 
 def main() -> None:

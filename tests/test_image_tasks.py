@@ -26,8 +26,8 @@ from pipeline.data.splits import split_table
 from pipeline.evaluate.detection import build_mask_rcnn, coco_annotation, coco_ap, instances
 from pipeline.evaluate.evaluation import binary_scores, scores
 from pipeline.evaluate.segmentation import LesionSegmenter, segmentation_scores
+from pipeline.evaluate.tasks import classify, detect, segment
 from pipeline.pretrain.engine import pretrain
-from stages.task import classify, detect, segment
 
 
 def solidity(mask: np.ndarray) -> float:

@@ -84,9 +84,9 @@ def test_only_the_sampled_frames_are_read(decoded_sample, monkeypatch):
     reads = []
     original = frames_module.read_range
 
-    def counting(path, offset, size):
+    def counting(path, offset, size, cached=None):
         reads.append((path, offset))
-        return original(path, offset, size)
+        return original(path, offset, size, cached)
 
     monkeypatch.setattr(frames_module, "read_range", counting)
     data = dataset(decoded_sample)

@@ -1,15 +1,19 @@
 """`decode.engine: ray`: the same unit of work as Ray tasks on a local Ray started for the run."""
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import DecodeConfig
 from pipeline.data.ingest import ingest
+from pipeline.data.manifest import load_manifest
+from pipeline.data.synthetic import FORMATS, clip_specs, write_clip
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -42,6 +46,8 @@ import sys
 from pathlib import Path
 from pipeline.config import DecodeConfig
 from pipeline.data.ingest import ingest
+from pipeline.data.manifest import load_manifest
+from pipeline.data.synthetic import FORMATS, clip_specs, write_clip
 from tests.conftest import REPO
 videos = Path(sys.argv[1])
 ingest(videos / "videos", videos / "labels.csv", Path(sys.argv[2]),
@@ -70,3 +76,36 @@ def test_a_killed_ray_driver_resumes_from_its_receipts(sample_videos, tmp_path):
     ingest(sample_videos / "videos", sample_videos / "labels.csv", local,
            DecodeConfig(workers=2), progress=False)
     assert files(out) == files(local)
+
+
+def test_a_ray_worker_killed_mid_task_fails_only_its_video(tmp_path):
+    """SIGKILL the Ray worker process while it decodes a long clip: that video is `crashed`,
+    named; the other videos decode."""
+    videos = tmp_path / "videos"
+    specs = clip_specs(3, seed=11)
+    write_clip(replace(specs[0], seconds=90.0, video_format=FORMATS[0]), videos / "long.mp4")
+    for index, spec in enumerate(specs[1:]):
+        write_clip(spec, videos / f"short{index}{spec.video_format.extension}")
+    out = tmp_path / "out"
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER.replace(
+        'videos / "videos", videos / "labels.csv"', "videos, None"), str(videos), str(out)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, killed = time.monotonic() + 240, None
+    while killed is None:
+        assert driver.poll() is None and time.monotonic() < deadline, "no worker seen"
+        for status in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if status.read_bytes().startswith(b"ray::decode_video"):
+                    killed = int(status.parent.name)
+                    os.kill(killed, signal.SIGKILL)
+                    break
+            except OSError:
+                continue
+        time.sleep(0.02)
+    assert driver.wait(timeout=240) == 0
+    videos_table = load_manifest(out).videos
+    crashed = videos_table[videos_table["status"] == "crashed"]
+    assert crashed["source_path"].tolist() == ["long.mp4"]  # decoded first: largest file
+    assert (videos_table["status"] == "ok").sum() == 2
+    assert crashed["error"].iloc[0].endswith("the Ray task died on this video: "
+                                             "WorkerCrashedError")

@@ -14,7 +14,7 @@ from rich.table import Table
 from pipeline.atomic import write_text
 from pipeline.card import RunCard
 from pipeline.console import console, counts_table, error_line, failures_table
-from pipeline.data.manifest import Manifest, ManifestError, load_manifest
+from pipeline.data.manifest import Manifest, ManifestError, load_manifest, publish
 from pipeline.evaluate.report import Run, html_page, markdown
 from pipeline.inspection import (
     contact_sheet,
@@ -224,6 +224,23 @@ def export_command(
         error_line(str(error))
         raise typer.Exit(2) from error
     console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+@app.command(name="publish")
+def publish_command(
+        folder: Annotated[Path, typer.Argument(help="A decoded dataset folder, e.g. "
+                                                    "data/pretrain.")],
+        url: Annotated[str, typer.Argument(help="Where to, e.g. s3://bucket/datasets/pretrain "
+                                                "(credentials from the AWS variables).")]
+) -> None:
+    """Copy a decoded dataset to object storage for training elsewhere (--data URL): shards
+    first, checksums.json last; shards already there are skipped."""
+    try:
+        uploaded = publish(folder, url)
+    except (FileNotFoundError, ManifestError) as error:
+        error_line(str(error))
+        raise typer.Exit(2) from error
+    console.print(f"published {folder} to {url}: {len(uploaded)} file(s) uploaded")
 
 
 @app.command(name="pair-weights")

@@ -19,7 +19,9 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from typer.testing import CliRunner
 
+from pipeline.cli import app
 from pipeline.config import DecodeConfig, TrainConfig
 from pipeline.data.frames import frame_locations
 from pipeline.data.ingest import decode_sources, ingest, inventory
@@ -30,6 +32,7 @@ from pipeline.data.manifest import (
     ManifestError,
     load_manifest,
     load_split,
+    publish,
 )
 from pipeline.data.sources import HASH_CACHE
 from pipeline.data.splits import split_table
@@ -244,3 +247,30 @@ def test_the_inventory_and_decode_stages_take_a_bucket_as_root(raw_on_s3, tmp_pa
         if (path.is_file() and path.parent.name != "clip_frames"
             and not path.name.startswith(".") and path.suffix != ".txt")
         or path.name == "clip_frames")
+
+
+def test_publish_uploads_shards_before_the_manifests_and_skips_what_is_there(dataset_on_s3):
+    local, _ = dataset_on_s3
+    url = f"s3://{BUCKET}/published/sample"
+    result = CliRunner().invoke(app, ["publish", str(local), url])
+    assert result.exit_code == 0, result.output
+    first = publish(local, f"s3://{BUCKET}/published/again")
+    shards = sorted(p.relative_to(local).as_posix() for p in (local / "shards").glob("*.tar"))
+    assert first == [*shards, SPLIT_FILE, VIDEOS_FILE, "frames.parquet", "checksums.json"]
+    assert load_manifest(url).frames.equals(load_manifest(local).frames)
+    assert load_split(url).equals(load_split(local))
+    assert publish(local, url) == [VIDEOS_FILE, "frames.parquet", "checksums.json"]
+    shard = local / shards[0]
+    original = shard.read_bytes()
+    try:
+        shard.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # padding byte: verifies
+        assert publish(local, url)[0] == shards[0]  # a changed shard goes again
+    finally:
+        shard.write_bytes(original)
+    damaged = bytearray((local / VIDEOS_FILE).read_bytes())
+    try:
+        (local / VIDEOS_FILE).write_bytes(bytes(damaged[:-1]) + b"x")
+        with pytest.raises(ManifestError):
+            publish(local, url)
+    finally:
+        (local / VIDEOS_FILE).write_bytes(bytes(damaged))

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.data.sources import LABEL_COLUMNS, SourceFile
-from pipeline.storage import dataset_path, is_remote
+from pipeline.storage import dataset_path, filesystem, is_remote
 
 if TYPE_CHECKING:
     from pipeline.storage import Location
@@ -225,3 +225,40 @@ def load_split(root: str | os.PathLike) -> pd.DataFrame:
         raise FileNotFoundError(f"no {SPLIT_FILE} in {dataset_path(root)}: run the split stage "
                                 "(`dvc repro split@<dataset>`) first")
     return pd.read_csv(io.BytesIO(path.read_bytes()))
+
+
+def publish(folder: Path, url: str) -> list[str]:
+    """Copy a decoded dataset folder as it is to object storage (any fsspec URL), so training
+    elsewhere reads it by URL. A reader never sees manifests whose shards are not there yet:
+    the shards and ``split.csv`` go first, the two manifests next, ``checksums.json`` last
+    (one object PUT each is atomic). A shard the destination already holds with the same size
+    and MD5 (the ETag of a single-part upload) is skipped; receipts and the hash cache are
+    machine-local and stay. The folder must verify first. Returns what was uploaded, in order."""
+    folder = Path(folder)
+    load_manifest(folder)  # refuses manifests that do not parse or match their checksums
+    target = dataset_path(url)
+    fs = filesystem(target)
+    last = [name for name in (VIDEOS_FILE, FRAMES_FILE, CHECKSUMS_FILE)
+            if (folder / name).is_file()]
+    first = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*")
+                   if path.is_file() and path.name not in (*last, SOURCES_FILE, ".gitignore")
+                   and not path.name.startswith(".") and not path.name.endswith(".receipt.json"))
+    uploaded = []
+    for relative in [*first, *last]:
+        remote = f"{target.path.rstrip('/')}/{relative}"
+        if relative in first and _holds(fs, remote, folder / relative):
+            continue
+        fs.put_file(str(folder / relative), remote)
+        uploaded.append(relative)
+    return uploaded
+
+
+def _holds(fs, remote: str, path: Path) -> bool:
+    """Whether object ``remote`` already has ``path``'s size and MD5 (its ETag)."""
+    try:
+        info = fs.info(remote)
+    except FileNotFoundError:
+        return False
+    etag = str(info.get("ETag", "")).strip('"')
+    return info.get("size") == path.stat().st_size and etag == hashlib.md5(
+        path.read_bytes(), usedforsecurity=False).hexdigest()

@@ -424,18 +424,18 @@ def hashed(source: SourceFile, cache: HashCache) -> SourceFile:
     return replace(source, content_sha256=digest, size_bytes=size)
 
 
-def _hash_masks(rows: dict[str, dict[str, object]], root: Location) -> None:
+def _hash_masks(rows: dict[str, dict[str, object]], root: Location, cache: HashCache) -> None:
     """A ``mask_sha256`` label for each row's ``mask`` (a segmentation mask, relative to the
-    labels.csv folder), so a changed mask changes the manifest and reruns what uses it. A mask
-    that leaves the folder or is not a readable regular file gets none (never opened): the
-    task that reads it reports why."""
+    labels.csv folder), so a changed mask changes the manifest and reruns what uses it; hashes
+    kept in ``cache`` like the entries'. A mask that leaves the folder or is not a readable
+    regular file gets none (never opened): the task that reads it reports why."""
     for row in rows.values():
         relative = str(row.get("mask") or "").strip()
         digest = ""
         parts = PurePosixPath(relative)
         if relative and not parts.is_absolute() and ".." not in parts.parts:
             try:
-                digest = content_sha256(root / parts.as_posix())
+                digest = cache.sha256(f"mask:{parts.as_posix()}", root / parts.as_posix())[0]
             except OSError:
                 digest = ""
         row["mask_sha256"] = digest
@@ -466,14 +466,14 @@ def discover(root: Location, labels_csv: Location | None, reserved: frozenset[st
             raise ValueError(f"{labels_csv}: no path matches a file under {root} (paths must be "
                              f"relative to that folder; first row: {next(iter(rows))!r}, first "
                              f"file: {listed[0].relative_path!r})")
+    cache = HashCache(hash_cache)
     if labels_csv is not None and any(row.get("mask") for row in rows.values()):
         folder = dataset_path(labels_csv).parent
-        _hash_masks(rows, folder)
+        _hash_masks(rows, folder, cache)
         masks = {str(folder / str(row[column]).strip()) for row in rows.values()
                  for column in ("mask", "scan_mask") if row.get(column)}
         listed = [source for source in listed  # masks beside their images (BUSI) are no items
                   if str(root / source.relative_path) not in masks]
-    cache = HashCache(hash_cache)
     with ThreadPoolExecutor(HASH_THREADS) as pool:
         sources = [replace(source, labels=rows.get(source.relative_path, {}))
                    for source in pool.map(lambda source: hashed(source, cache), listed)]

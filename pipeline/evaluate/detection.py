@@ -28,6 +28,7 @@ from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from pipeline.backbones import load_backbone
 from pipeline.card import Normalisation
 from pipeline.config import TaskConfig
 from pipeline.data.frames import frame_locations
@@ -54,13 +55,8 @@ def build_mask_rcnn(backbone: str, weights: Path | None, mode: str, image_size: 
 
     fpn = resnet_fpn_backbone(backbone_name=backbone, weights=None,
                               trainable_layers=TRAINABLE_LAYERS[mode])
-    if weights is not None:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        missing, unexpected = fpn.body.load_state_dict(
-            {k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{weights}: not a {backbone} trunk (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]})")
+    if weights is not None:  # checked against the architecture by load_backbone
+        fpn.body.load_state_dict(load_backbone(backbone, weights)[0].state_dict())
     return MaskRCNN(fpn, num_classes=2, min_size=image_size, max_size=4 * image_size,
                     image_mean=list(normalisation.mean), image_std=list(normalisation.std),
                     **PROPOSALS)

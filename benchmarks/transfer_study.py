@@ -10,6 +10,8 @@ checkpoints live in ``--work`` (outside the repository: the datasets' licences f
     python benchmarks/transfer_study.py                  # every run below, in order
     python benchmarks/transfer_study.py proto scratch    # some runs
     python benchmarks/transfer_study.py code@ft-lr0.001  # a fine-tuning variant of a run
+    python benchmarks/transfer_study.py --finetune-repeats 3 scratch uscl-s0
+                                   # fine-tuning on fold seeds 0-2 (finished runs: the rest)
     python benchmarks/transfer_study.py --report         # only rewrite <out>/report.md
 """
 
@@ -95,46 +97,77 @@ def prepared(work: Path, scan_area: str = "off") -> tuple[Path, Path]:
     return corpus, downstream
 
 
-def run_variant(name: str, work: Path, out: Path) -> None:
+def run_variant(name: str, work: Path, out: Path, repeats: int = 1) -> None:
     """Fine-tune a finished run's backbone with another fine-tuning config."""
     base, finetune = VARIANTS[name]
     folder = out / name
-    if (folder / "summary.json").is_file():
-        print(f"{name}: done already")
-        return
     if not (out / base / "summary.json").is_file():
         run(base, work, out)
     card = RunCard.load(out / base / "card.json")
     _, downstream_dir = prepared(work)
     folder.mkdir(parents=True, exist_ok=True)
+    if finetune_repeats(folder) >= repeats and (folder / "summary.json").is_file():
+        print(f"{name}: done already")
+        return
     metrics, seconds = finetuned(load_manifest(downstream_dir), card,
-                                 work / "runs" / base / "backbone.pt", finetune, folder)
+                                 work / "runs" / base / "backbone.pt", finetune, folder, repeats)
     write_json(folder / "summary.json", {
         "run": name, "base": base, "finetune": asdict(finetune), "clips": "-",
         "train_videos": card.train_videos, "pretrain_s": 0, "finetune_s": seconds,
         "final_losses": {}, "metrics": {"finetune": metrics}})
 
 
+def _finetune_files(folder: Path, repeat: int) -> tuple[Path, Path]:
+    """Predictions and curves of one fine-tuning repeat (fold seed): ``finetune.parquet`` for
+    fold seed 0 (the study's first layout), ``finetune-r<k>.parquet`` for the others."""
+    suffix = "" if repeat == 0 else f"-r{repeat}"
+    return folder / f"finetune{suffix}.parquet", folder / f"finetune_curves{suffix}.csv"
+
+
+def finetune_repeats(folder: Path) -> int:
+    """How many fold seeds (0, 1, ...) a run has been fine-tuned on."""
+    repeats = 0
+    while _finetune_files(folder, repeats)[0].is_file():
+        repeats += 1
+    return repeats
+
+
+def finetune_predictions(folder: Path) -> pd.DataFrame | None:
+    """The last epoch's test predictions of every fine-tuning repeat, marked ``repeat``."""
+    tables = [selected(pd.read_parquet(predictions), pd.read_csv(curves), "last_epoch")
+              .assign(repeat=repeat)
+              for repeat in range(finetune_repeats(folder))
+              for predictions, curves in [_finetune_files(folder, repeat)]]
+    return pd.concat(tables, ignore_index=True) if tables else None
+
+
 def finetuned(downstream: Manifest, card: RunCard, backbone: Path, finetune: FinetuneConfig,
-              folder: Path) -> tuple[dict[str, object], int]:
-    """Fine-tune ``backbone`` on fold seed 0's five folds; write the predictions and curves
-    into ``folder``; return the last epoch's metrics and the seconds it took."""
+              folder: Path, repeats: int = 1) -> tuple[dict[str, object], int]:
+    """Fine-tune ``backbone`` on the five folds of fold seeds 0 .. ``repeats`` - 1 (each one
+    written as it finishes and not rerun); return the last epoch's metrics over every repeat
+    and the seconds the new repeats took."""
     started = time.perf_counter()
-    result = cross_validate(downstream, split_table(downstream.videos, 0.2, 0, folds=5),
-                            finetune, card.backbone, backbone, card.normalisation)
-    with atomic_path(folder / "finetune.parquet") as temporary:
-        result.predictions.to_parquet(temporary, index=False)
-    write_text(folder / "finetune_curves.csv", result.curves.to_csv(index=False))
-    metrics = level_scores(selected(result.predictions, result.curves, "last_epoch"), CLASSES,
-                           "regular")
+    for repeat in range(repeats):
+        predictions, curves = _finetune_files(folder, repeat)
+        if predictions.is_file():
+            continue
+        result = cross_validate(downstream, split_table(downstream.videos, 0.2, repeat, folds=5),
+                                finetune, card.backbone, backbone, card.normalisation)
+        write_text(curves, result.curves.to_csv(index=False))
+        with atomic_path(predictions) as temporary:  # last: it marks the repeat done
+            result.predictions.to_parquet(temporary, index=False)
+    metrics = level_scores(finetune_predictions(folder), CLASSES, "regular")
     return metrics, round(time.perf_counter() - started)
 
 
-def run(name: str, work: Path, out: Path) -> None:
+def run(name: str, work: Path, out: Path, repeats: int = 1) -> None:
     config, clips = RUNS[name]
     folder = out / name
     if (folder / "summary.json").is_file():
-        print(f"{name}: done already")
+        if name in FINETUNED and finetune_repeats(folder) < repeats:
+            more_finetuning(name, work, out, repeats)
+        else:
+            print(f"{name}: done already")
         return
     corpus_dir, downstream_dir = prepared(work, SCAN_AREA.get(name, "off"))
     corpus = load_manifest(corpus_dir)
@@ -169,11 +202,25 @@ def run(name: str, work: Path, out: Path) -> None:
         summary["metrics"][protocol] = level_scores(table, CLASSES, "regular")
     if name in FINETUNED:
         summary["metrics"]["finetune"], summary["finetune_s"] = finetuned(
-            downstream, card, backbone, FINETUNE, folder)
+            downstream, card, backbone, FINETUNE, folder, repeats)
     write_json(folder / "summary.json", summary)
     accuracy = {protocol: round(metrics["video"]["pooled"]["accuracy"], 3)
                 for protocol, metrics in summary["metrics"].items()}
     print(f"{name}: video-level accuracy {accuracy}")
+
+
+def more_finetuning(name: str, work: Path, out: Path, repeats: int) -> None:
+    """Fine-tune a finished run on more fold seeds; its summary's fine-tuning metrics then
+    cover every repeat."""
+    folder = out / name
+    summary = json.loads((folder / "summary.json").read_text())
+    _, downstream_dir = prepared(work, SCAN_AREA.get(name, "off"))
+    metrics, seconds = finetuned(load_manifest(downstream_dir), RunCard.load(folder / "card.json"),
+                                 work / "runs" / name / "backbone.pt", FINETUNE, folder, repeats)
+    summary["metrics"]["finetune"] = metrics
+    summary["finetune_s"] = summary.get("finetune_s", 0) + seconds
+    write_json(folder / "summary.json", summary)
+    print(f"{name}: fine-tuned on {repeats} fold seeds")
 
 
 def unit_names(work: Path) -> dict[str, str]:
@@ -191,10 +238,9 @@ def _predictions(out: Path, name: str, protocol: str, names: dict[str, str]
                  ) -> pd.DataFrame | None:
     folder = out / name
     if protocol == "finetune":
-        if not (folder / "finetune.parquet").is_file():
+        table = finetune_predictions(folder)
+        if table is None:
             return None
-        table = selected(pd.read_parquet(folder / "finetune.parquet"),
-                         pd.read_csv(folder / "finetune_curves.csv"), "last_epoch")
     elif (folder / "probe.parquet").is_file():
         table = pd.read_parquet(folder / "probe.parquet")
         table = table[table["protocol"] == protocol]
@@ -210,22 +256,27 @@ def report(out: Path, work: Path) -> str:
     summaries = {name: json.loads((out / name / "summary.json").read_text()) for name in names}
     lines = ["# Transfer study: COVID-BLUES -> POCUS convex (issue 11)", "",
              "Generated by `python benchmarks/transfer_study.py --report`. Pooled accuracy, "
-             "macro F1 and macro AUC; probes over 3 fold assignments x 5 grouped folds, "
-             "fine-tuning over 1 x 5. Differences: paired bootstrap over patients (2000 "
-             "resamples, 95 % percentile CI); **bold** where the CI excludes 0.", ""]
+             "macro F1 and macro AUC; probes over 3 fold assignments (fold seeds) x 5 "
+             "grouped folds, fine-tuning over the fold seeds in its column x 5. Differences: "
+             "paired bootstrap over patients (2000 resamples, 95 % percentile CI) on the fold "
+             "seeds both runs have (named when fewer than 3); **bold** where the CI excludes "
+             "0.", ""]
     for protocol in ("linear", "knn", "finetune"):
         for level in ("video", "frame"):
             rows = [n for n in names if protocol in summaries[n]["metrics"]]
             if not rows:
                 continue
             lines += [f"## {protocol}, {level} level", "",
-                      "| run | accuracy | macro F1 | macro AUC | fold acc. mean ± std | "
-                      "Δ acc. vs scratch [95 % CI] | Δ acc. vs proto or SimCLR [95 % CI] |",
-                      "|---|---|---|---|---|---|---|"]
+                      "| run | fold seeds | accuracy | macro F1 | macro AUC | "
+                      "fold acc. mean ± std | Δ acc. vs scratch [95 % CI] | "
+                      "Δ acc. vs proto or SimCLR [95 % CI] |",
+                      "|---|---|---|---|---|---|---|---|"]
             for name in rows:
                 metrics = summaries[name]["metrics"][protocol][level]
                 pooled, per_run = metrics["pooled"], metrics["per_run"]["accuracy"]
-                cells = [name, f"{pooled['accuracy']:.3f}", f"{pooled['macro_f1']:.3f}",
+                seeds = finetune_repeats(out / name) if protocol == "finetune" \
+                    else len(FOLD_SEEDS)
+                cells = [name, str(seeds), f"{pooled['accuracy']:.3f}", f"{pooled['macro_f1']:.3f}",
                          f"{pooled['macro_auc']:.3f}",
                          f"{per_run['mean']:.3f} ± {per_run['std']:.3f}"]
                 cells += [_difference(out, name, reference, protocol, level, units)
@@ -260,9 +311,13 @@ def _difference(out: Path, name: str, reference: str, protocol: str, level: str,
     a, b = (_predictions(out, run, protocol, units) for run in (name, reference))
     if a is None or b is None:
         return "n/a"
+    common = set(a["repeat"]) & set(b["repeat"])  # runs fine-tuned on more fold seeds
+    a, b = a[a["repeat"].isin(common)], b[b["repeat"].isin(common)]
     (accuracy,) = compare(a, b, CLASSES, level, metrics=("accuracy",))
     text = f"{accuracy.difference:+.3f} [{accuracy.low:+.3f}, {accuracy.high:+.3f}]"
-    return f"**{text}**" if accuracy.supported else text
+    text = f"**{text}**" if accuracy.supported else text
+    return text if len(common) == len(FOLD_SEEDS) or protocol != "finetune" \
+        else f"{text} ({len(common)} fold seed{'s' * (len(common) > 1)})"
 
 
 def main() -> None:
@@ -273,6 +328,9 @@ def main() -> None:
                         default=Path(__file__).resolve().parents[2] / "uspipe-study")
     parser.add_argument("--out", type=Path, default=Path("results/study"))
     parser.add_argument("--report", action="store_true", help="only rewrite report.md")
+    parser.add_argument("--finetune-repeats", type=int, default=1, metavar="N",
+                        help="fine-tune on fold seeds 0 .. N-1 (finished runs get the missing "
+                             "ones)")
     arguments = parser.parse_args()
     known = [*RUNS, *VARIANTS]
     unknown = sorted(set(arguments.runs) - set(known))
@@ -280,7 +338,8 @@ def main() -> None:
         parser.error(f"unknown run(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     if not arguments.report:
         for name in arguments.runs or known:
-            (run_variant if name in VARIANTS else run)(name, arguments.work, arguments.out)
+            (run_variant if name in VARIANTS else run)(name, arguments.work, arguments.out,
+                                                       arguments.finetune_repeats)
             report(arguments.out, arguments.work)
     print(report(arguments.out, arguments.work))
 

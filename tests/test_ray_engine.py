@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import DecodeConfig
-from pipeline.data.ingest import ingest
+from pipeline.data.ingest import ingest, start_local_ray
 from pipeline.data.manifest import load_manifest
 from pipeline.data.synthetic import FORMATS, clip_specs, write_clip
 from tests.conftest import REPO
@@ -45,7 +45,7 @@ DRIVER = """
 import sys
 from pathlib import Path
 from pipeline.config import DecodeConfig
-from pipeline.data.ingest import ingest
+from pipeline.data.ingest import ingest, start_local_ray
 from pipeline.data.manifest import load_manifest
 from pipeline.data.synthetic import FORMATS, clip_specs, write_clip
 from tests.conftest import REPO
@@ -109,3 +109,26 @@ def test_a_ray_worker_killed_mid_task_fails_only_its_video(tmp_path):
     assert (videos_table["status"] == "ok").sum() == 2
     assert crashed["error"].iloc[0].endswith("the Ray task died on this video: "
                                              "WorkerCrashedError")
+
+
+def test_a_local_ray_runs_its_workers_at_the_callers_priority():
+    """Ray's default runs workers at nice 15, below every other process (a training job would
+    take the cores from the decode); a Ray started for the stage uses the stage's priority."""
+    import ray
+
+    start_local_ray(1)
+    try:
+        worker_nice = ray.get(ray.remote(lambda: os.nice(0)).remote())
+    finally:
+        ray.shutdown()
+    assert worker_nice == os.nice(0)
+
+
+def test_decode_workers_do_not_import_pandas():
+    """A Ray worker (or any spawned one) imports the decode module before its first video:
+    pandas and pyarrow are left to the parent, which writes the manifests."""
+    code = ("import sys, pipeline.data.decode; "
+            "print(sorted({'pandas', 'pyarrow', 'torch'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "[]"

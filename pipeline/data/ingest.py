@@ -20,6 +20,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
+from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -111,17 +112,23 @@ def _run_ray(tasks: list[DecodeTask], config: DecodeConfig, progress: bool
     import ray  # noqa: PLC0415 - optional engine, a heavy import
 
     started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=config.ray_address,
-                 num_cpus=None if config.ray_address else config.workers,
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if started_here and config.ray_address:
+        ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    elif started_here:
+        start_local_ray(config.workers)
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(decode_video)
-        pending = {remote.remote(task): task for task in tasks}
-        results = []
+        # A window of twice the cluster's CPUs in flight: the tasks then start in the order
+        # given (largest first, so no worker idles at the end; Ray does not keep the order of
+        # a whole queue) and each wait scans a short list.
+        window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        queue, pending, results = iter(tasks), {}, []
         with tqdm(total=len(tasks), desc="decode (ray)", unit="video",
                   disable=not progress) as bar:
-            while pending:
+            for _ in tasks:  # each round collects one finished task
+                pending.update({remote.remote(task): task
+                                for task in islice(queue, window - len(pending))})
                 done, _ = ray.wait(list(pending), num_returns=1)
                 task = pending.pop(done[0])
                 try:
@@ -135,6 +142,17 @@ def _run_ray(tasks: list[DecodeTask], config: DecodeConfig, progress: bool
     finally:
         if started_here:
             ray.shutdown()
+
+
+def start_local_ray(cpus: int) -> None:
+    """A Ray on this machine with ``cpus`` CPUs. Its workers run at this process's priority, as
+    the local pool's do: Ray's default (15 added to the niceness they inherit) puts them below
+    every other process here, so anything else running (a training job) would take the cores
+    from the decode."""
+    import ray  # noqa: PLC0415 - optional engine, a heavy import
+
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+             configure_logging=False, _system_config={"worker_niceness": 0})
 
 
 def _run_tasks(tasks: list[DecodeTask], workers: int, progress: bool) -> list[VideoResult]:

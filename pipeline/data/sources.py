@@ -48,12 +48,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from pipeline.atomic import write_json
 from pipeline.storage import dataset_path, filesystem, is_remote
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from pipeline.storage import Location
 
 LABEL_COLUMNS = frozenset({"label", "probe", "group", "uncertain"})
@@ -284,6 +284,8 @@ def read_labels(csv_path: Location, reserved: frozenset[str] = frozenset()) -> p
 
 
 def _read_csv(csv_path: Location) -> pd.DataFrame:
+    import pandas as pd  # noqa: PLC0415 - decode workers import this module, never read labels
+
     try:
         return pd.read_csv(io.BytesIO(csv_path.read_bytes()), dtype=str,
                            keep_default_na=False, encoding="utf-8")
@@ -327,6 +329,8 @@ def read_ultrabench(root: Location) -> pd.DataFrame:
                          "mask": str(example[masks[0]]) if len(masks) == 1 else "",
                          "scan_mask": str(example.get("scan_mask") or ""),
                          "ultrabench_split": path.stem})
+    import pandas as pd  # noqa: PLC0415 - decode workers import this module, never read labels
+
     return pd.DataFrame(rows, dtype=str)
 
 

@@ -72,6 +72,8 @@ RUNS.update({f"{method}-s{seed}": (replace(SIMCLR_STUDY if method == "simclr" el
                                            method=method, seed=seed), "all")
              for seed in STUDY_SEEDS for method in STUDY_METHODS
              if (method, seed) != ("scratch", 0)})  # that one is "scratch" above
+# issue 11 §0: bf16 autocast + channels_last against fp32, same seeds (paired with uscl-s0)
+RUNS["uscl-s0-fp32"] = (replace(STUDY, method="uscl", seed=0, amp=False), "all")
 FINETUNED = ("scratch", "proto", "code", "proto-scan-area",
              *(name for name in RUNS if name[-3:-1] == "-s"))
 FINETUNE = FinetuneConfig(epochs=15, image_size=SIZE, workers=2)
@@ -80,6 +82,7 @@ VARIANTS: dict[str, tuple[str, FinetuneConfig]] = {
     "code@ft-lr0.001": ("code", replace(FINETUNE, lr=1e-3)),
     "code@ft-keep-bn": ("code", replace(FINETUNE, frozen_bn="keep")),
     "scratch@ft-lr0.001": ("scratch", replace(FINETUNE, lr=1e-3)),
+    "uscl-s0@ft-fp32": ("uscl-s0", replace(FINETUNE, amp=False)),
 }
 
 
@@ -269,7 +272,7 @@ def report(out: Path, work: Path) -> str:
             lines += [f"## {protocol}, {level} level", "",
                       "| run | fold seeds | accuracy | macro F1 | macro AUC | "
                       "fold acc. mean ± std | Δ acc. vs scratch [95 % CI] | "
-                      "Δ acc. vs proto or SimCLR [95 % CI] |",
+                      "Δ acc. vs proto, SimCLR or the run varied [95 % CI] |",
                       "|---|---|---|---|---|---|---|---|"]
             for name in rows:
                 metrics = summaries[name]["metrics"][protocol][level]
@@ -297,7 +300,11 @@ def report(out: Path, work: Path) -> str:
 
 def references(name: str) -> tuple[str, str]:
     """What a run is compared with: scratch and the prototype's recipe; a study run with the
-    scratch and SimCLR runs of its own pretraining seed."""
+    scratch and SimCLR runs of its own pretraining seed; a fine-tuning variant or an fp32
+    run with scratch and the run it varies."""
+    base = VARIANTS[name][0] if name in VARIANTS else name.removesuffix("-fp32")
+    if base != name:
+        return "scratch", base
     if name[-3:-1] == "-s":
         seed = name[-1]
         return ("scratch" if seed == "0" else f"scratch-s{seed}"), f"simclr-s{seed}"

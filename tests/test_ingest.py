@@ -12,12 +12,20 @@ from pathlib import Path
 import av
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import DecodeConfig
 from pipeline.data.decode import RECEIPT_SUFFIX, decode_video
 from pipeline.data.ingest import ingest
-from pipeline.data.manifest import FRAMES_FILE, VIDEOS_FILE, load_manifest
+from pipeline.data.manifest import (
+    FRAME_SCHEMA,
+    FRAMES_FILE,
+    VIDEOS_FILE,
+    load_manifest,
+    write_frame_table,
+)
 from pipeline.data.synthetic import FORMATS, ClipSpec, write_clip
 from tests.media import write_audio_only
 
@@ -242,3 +250,42 @@ def test_a_worker_that_dies_fails_only_its_own_video(sample_videos, tmp_path, mo
     assert statuses["crash me.mp4"] == "crashed"
     assert (statuses.drop("crash me.mp4") == "ok").all() and len(statuses) == 9
     assert summary.counts == {"ok": 8, "crashed": 1}
+
+
+@pytest.mark.parametrize(("rows", "row_group_rows"),
+                         [(0, 1024 * 1024), (7, 1024 * 1024), (70_000, 1024 * 1024),
+                          (2 * 65_536, 65_536), (2 * 65_536 + 1, 65_536)])
+def test_streamed_frame_table_has_the_bytes_of_writing_it_whole(tmp_path, rows,
+                                                                 row_group_rows):
+    """The decode stage streams frames.parquet a row group at a time (bounded memory); the
+    file is byte for byte what pyarrow writes from all rows at once, so caches and checksums
+    of existing datasets stay valid."""
+    table = [dict(video_id=f"clip-{i // 30:016x}", kept_index=i % 30, frame_index=10 * i,
+                  timestamp_s=i / 3, pts=512 * i, shard=f"shards/clip-{i // 30:016x}.tar",
+                  member=f"{i:06d}.jpg", offset=512 + 6144 * i, size=5000 + i % 7,
+                  width=112, height=112, sha256=f"{i:064x}") for i in range(rows)]
+    pq.write_table(pa.Table.from_pylist(table, schema=FRAME_SCHEMA), tmp_path / "whole.parquet",
+                   row_group_size=row_group_rows)
+    write_frame_table(iter(table), tmp_path / "streamed.parquet", row_group_rows)
+    assert (tmp_path / "streamed.parquet").read_bytes() == \
+        (tmp_path / "whole.parquet").read_bytes()
+    assert pq.ParquetFile(tmp_path / "streamed.parquet").metadata.num_rows == rows
+
+
+def test_frame_rows_come_from_the_receipts_and_a_vanished_one_is_named(sample_videos, tmp_path,
+                                                                        monkeypatch):
+    """The stage writes frames.parquet from the receipts (not from rows held in memory): a
+    receipt removed between decoding and writing stops it with the receipt's path, and no
+    manifest is left half-written."""
+    from pipeline.data import ingest as ingest_module
+
+    original = ingest_module.write_manifests
+
+    def remove_a_receipt_first(folder, videos, frames):
+        next((folder / "shards").glob(f"*{RECEIPT_SUFFIX}")).unlink()
+        original(folder, videos, frames)
+
+    monkeypatch.setattr(ingest_module, "write_manifests", remove_a_receipt_first)
+    with pytest.raises(RuntimeError, match=r"\.receipt\.json: the receipt vanished"):
+        ingest(sample_videos / "videos", None, tmp_path / "out", CONFIG, progress=False)
+    assert not (tmp_path / "out" / FRAMES_FILE).exists()

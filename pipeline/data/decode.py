@@ -69,6 +69,10 @@ class VideoResult:
     def ok(self) -> bool:
         return self.video["status"] == "ok"
 
+    def without_frames(self) -> VideoResult:
+        """The video row alone; the frame rows stay in the receipt."""
+        return VideoResult(self.video)
+
 
 def behaviour_digest(source: str) -> str:
     """Digest of a module's code as Python sees it: its syntax tree without docstrings and

@@ -44,6 +44,8 @@ from pipeline.data.manifest import RESERVED_COLUMNS, write_manifests
 from pipeline.data.sources import HASH_CACHE, SourceFile, discover
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from pipeline.storage import Location
 
 
@@ -104,11 +106,11 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _run_ray(tasks: list[DecodeTask], config: DecodeConfig, progress: bool
-             ) -> list[VideoResult]:
+             ) -> Iterator[VideoResult]:
     """The same unit of work as Ray tasks, on the cluster at ``decode.ray_address`` (or a local
-    Ray started for this run with ``decode.workers`` CPUs). Shards are written by the tasks
-    into the output folder, so it must be on a filesystem every node sees. A task whose worker
-    dies fails only its video (status ``crashed``)."""
+    Ray started for this run with ``decode.workers`` CPUs); results as they finish. Shards
+    are written by the tasks into the output folder, so it must be on a filesystem every
+    node sees. A task whose worker dies fails only its video (status ``crashed``)."""
     import ray  # noqa: PLC0415 - optional engine, a heavy import
 
     started_here = not ray.is_initialized()
@@ -123,7 +125,7 @@ def _run_ray(tasks: list[DecodeTask], config: DecodeConfig, progress: bool
         # given (largest first, so no worker idles at the end; Ray does not keep the order of
         # a whole queue) and each wait scans a short list.
         window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-        queue, pending, results = iter(tasks), {}, []
+        queue, pending = iter(tasks), {}
         with tqdm(total=len(tasks), desc="decode (ray)", unit="video",
                   disable=not progress) as bar:
             for _ in tasks:  # each round collects one finished task
@@ -132,13 +134,13 @@ def _run_ray(tasks: list[DecodeTask], config: DecodeConfig, progress: bool
                 done, _ = ray.wait(list(pending), num_returns=1)
                 task = pending.pop(done[0])
                 try:
-                    results.append(ray.get(done[0]))
+                    result = ray.get(done[0])
                 except ray.exceptions.RayError as error:
-                    results.append(VideoResult(video_row(task, status="crashed", error=(
+                    result = VideoResult(video_row(task, status="crashed", error=(
                         f"{task.relative_path}: the Ray task died on this video: "
-                        f"{type(error).__name__}"))))
+                        f"{type(error).__name__}")))
                 bar.update()
-        return results
+                yield result
     finally:
         if started_here:
             ray.shutdown()
@@ -155,8 +157,10 @@ def start_local_ray(cpus: int) -> None:
              configure_logging=False, _system_config={"worker_niceness": 0})
 
 
-def _run_tasks(tasks: list[DecodeTask], workers: int, progress: bool) -> list[VideoResult]:
-    """Run the tasks in a pool of ``workers`` processes (in-process for one worker).
+def _run_tasks(tasks: list[DecodeTask], workers: int, progress: bool
+               ) -> Iterator[VideoResult]:
+    """Run the tasks in a pool of ``workers`` processes (in-process for one worker); results
+    as they finish.
 
     Workers are forked: they start instantly with everything already imported (spawn or a
     forkserver would re-import the calling script in every worker: +0.7 s here), and callers
@@ -165,26 +169,28 @@ def _run_tasks(tasks: list[DecodeTask], workers: int, progress: bool) -> list[Vi
     inside FFmpeg on a corrupt file), the pool is lost: the unfinished tasks are then rerun one
     process each, so only the video that crashes fails.
     """
-    results: list[VideoResult] = []
     if workers == 1 or len(tasks) <= 1:
         with tqdm(total=len(tasks), desc="decode", unit="video", disable=not progress) as bar:
             for task in tasks:
-                results.append(decode_video(task))
+                yield decode_video(task)
                 bar.update()
-        return results
+        return
     unfinished = []
     with _pool(workers) as pool:
         futures = {pool.submit(decode_video, task): task for task in tasks}
         with tqdm(total=len(tasks), desc="decode", unit="video", disable=not progress) as bar:
             for future in as_completed(futures):
+                task = futures.pop(future)  # the result is not held here once yielded
                 try:
-                    results.append(future.result())
-                    bar.update()
+                    result = future.result()
                 except BrokenProcessPool:
-                    unfinished.append(futures[future])
+                    unfinished.append(task)
+                    continue
+                bar.update()
+                yield result
     # Forked only now that the pool's and the bar's threads are gone.
-    results += [_run_isolated(task) for task in unfinished]
-    return results
+    for task in unfinished:
+        yield _run_isolated(task)
 
 
 def _run_isolated(task: DecodeTask) -> VideoResult:
@@ -234,20 +240,36 @@ def decode_sources(sources: list[SourceFile], out_dir: Path, config: DecodeConfi
     removed = _remove_stale(shard_dir, {source.video_id for source in sources if source.ok})
     tasks = {source.video_id: _task(source, shard_dir, config)
              for source in sources if source.ok}
-    cached = {identifier: load_receipt(task) for identifier, task in tasks.items()}
+    cached = {identifier: receipt and receipt.without_frames()
+              for identifier, task in tasks.items() for receipt in [load_receipt(task)]}
     # Largest files first: the pool's last tasks are short, so no worker idles at the end.
     todo = sorted((task for identifier, task in tasks.items() if cached[identifier] is None),
                   key=lambda task: task.size_bytes, reverse=True)
     run = (_run_ray(todo, config, progress) if config.engine == "ray" and todo
            else _run_tasks(todo, config.workers, progress))
-    fresh = {result.video["video_id"]: result for result in run}
+    fresh = {result.video["video_id"]: result.without_frames() for result in run}
     results = [(cached.get(source.video_id) or fresh[source.video_id]) if source.ok
                else VideoResult(_skipped_row(source)) for source in sources]
     rows = [{**result.video, **_clean_labels(source.labels)}
             for source, result in zip(sources, results, strict=True)]
-    write_manifests(Path(out_dir), rows, [frame for result in results for frame in result.frames])
+    write_manifests(Path(out_dir), rows, _frame_rows(results, tasks))
     return IngestSummary(results, decoded=len(todo), reused=len(tasks) - len(todo),
                          removed=removed)
+
+
+def _frame_rows(results: list[VideoResult], tasks: dict[str, DecodeTask]
+                ) -> Iterator[dict[str, object]]:
+    """The ``ok`` videos' frame rows in manifest order, read back from their receipts: the
+    stage never holds every frame row at once (``manifest.write_frame_table``)."""
+    for result in results:
+        if result.ok:
+            task = tasks[str(result.video["video_id"])]
+            receipt = load_receipt(task)
+            if receipt is None:
+                raise RuntimeError(f"{task.shard_dir / task.video_id}{RECEIPT_SUFFIX}: the "
+                                   "receipt vanished or changed while the manifests were "
+                                   "written; run the stage again")
+            yield from receipt.frames
 
 
 def _skipped_row(source: SourceFile) -> dict[str, object]:

@@ -16,6 +16,7 @@ import io
 import json
 import os
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,8 @@ from pipeline.data.sources import LABEL_COLUMNS, SourceFile
 from pipeline.storage import dataset_path, filesystem, is_remote
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from pipeline.storage import Location
 
 VIDEOS_FILE = "videos.parquet"
@@ -109,14 +112,47 @@ def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> None:
         pq.write_table(table, temporary)
 
 
+# Parquet's default row-group size in rows (pyarrow's write_table): the streamed frame table
+# is written a row group at a time, in chunks that divide it
+ROW_GROUP_ROWS = 1024 * 1024
+CHUNK_ROWS = 64 * 1024
+
+
+def write_frame_table(rows: Iterable[dict], path: Path, row_group_rows: int = ROW_GROUP_ROWS
+                      ) -> None:
+    """``frames.parquet`` from rows streamed in order, atomically: rows become Arrow a chunk at
+    a time and are written a row group at a time, so memory holds one row group in Arrow
+    rather than every row as a dict (10^5 videos x 30 frames: 3.7 GB of dicts). The bytes
+    are those of :func:`write_table` on the same rows."""
+    chunk_rows = min(CHUNK_ROWS, row_group_rows)
+    if row_group_rows % chunk_rows:
+        raise ValueError(f"row_group_rows={row_group_rows} must be a multiple of {chunk_rows}")
+    rows = iter(rows)
+    with atomic_path(path) as temporary, pq.ParquetWriter(temporary, FRAME_SCHEMA) as writer:
+        group: list[pa.Table] = []
+        group_rows = groups = 0
+        while chunk := list(islice(rows, chunk_rows)):
+            group.append(pa.Table.from_pylist(chunk, schema=FRAME_SCHEMA))
+            group_rows += len(chunk)
+            if group_rows == row_group_rows:
+                writer.write_table(pa.concat_tables(group).combine_chunks(),
+                                   row_group_size=row_group_rows)
+                group, group_rows, groups = [], 0, groups + 1
+        if group or not groups:  # no rows at all: an empty table, as write_table writes it
+            writer.write_table(pa.concat_tables(group).combine_chunks() if group
+                               else FRAME_SCHEMA.empty_table(),
+                               row_group_size=row_group_rows)
+
+
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_manifests(folder: Path, videos: list[dict], frames: list[dict]) -> None:
-    """``videos.parquet`` and ``frames.parquet``, then ``checksums.json`` recording both."""
+def write_manifests(folder: Path, videos: list[dict], frames: Iterable[dict]) -> None:
+    """``videos.parquet`` and ``frames.parquet`` (its rows streamed:
+    :func:`write_frame_table`), then ``checksums.json`` recording both."""
     write_table(videos, VIDEO_SCHEMA, folder / VIDEOS_FILE)
-    write_table(frames, FRAME_SCHEMA, folder / FRAMES_FILE)
+    write_frame_table(frames, folder / FRAMES_FILE)
     write_json(folder / CHECKSUMS_FILE, {name: sha256_of(folder / name)
                                          for name in (VIDEOS_FILE, FRAMES_FILE)})
 

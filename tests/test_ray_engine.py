@@ -124,11 +124,12 @@ def test_a_local_ray_runs_its_workers_at_the_callers_priority():
     assert worker_nice == os.nice(0)
 
 
-def test_decode_workers_do_not_import_pandas():
+def test_decode_workers_start_without_the_heavy_imports():
     """A Ray worker (or any spawned one) imports the decode module before its first video:
-    pandas and pyarrow are left to the parent, which writes the manifests."""
-    code = ("import sys, pipeline.data.decode; "
-            "print(sorted({'pandas', 'pyarrow', 'torch'} & set(sys.modules)))")
+    pandas and pyarrow are left to the parent, which writes the manifests; pydicom and scipy
+    to the first DICOM and the first scan area."""
+    code = ("import sys, pipeline.data.decode; print(sorted("
+            "{'pandas', 'pyarrow', 'torch', 'pydicom', 'scipy'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -3,16 +3,17 @@
 :func:`decode_video` is a pure function of one source file and the decode params (plus the
 output folder), so it runs in a process pool here and could run on a cluster node elsewhere.
 Its result is also saved as a receipt next to the shard: the cache that makes the stage
-incremental and resumable. This module imports neither pandas nor pyarrow, to keep worker
-start-up cheap.
+incremental and resumable. To keep a worker's start-up cheap (a Ray worker imports this
+module before its first video), it imports neither pandas nor pyarrow, and pydicom and scipy
+only when a DICOM or a scan area needs them.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 import json
-import sys
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -23,18 +24,23 @@ import PIL
 
 from pipeline.atomic import write_json
 from pipeline.config import DecodeConfig
-from pipeline.data import dicom, images, sampling, scan_area, shards, video
-from pipeline.data.dicom import DicomDecoder, is_dicom
 from pipeline.data.images import FrameFolderReader, StillImageReader, is_image
-from pipeline.data.scan_area import ScanArea, VariationStats, estimate
 from pipeline.data.shards import write_video_shard
-from pipeline.data.video import DecodeError, VideoDecoder
+from pipeline.data.video import DecodeError, VideoDecoder, is_dicom
 from pipeline.storage import is_remote, staged
 
 if TYPE_CHECKING:
+    from pipeline.data.dicom import DicomDecoder
+    from pipeline.data.scan_area import ScanArea
     from pipeline.storage import Location
 
-Reader = VideoDecoder | DicomDecoder | StillImageReader | FrameFolderReader  # one interface
+    Reader = VideoDecoder | DicomDecoder | StillImageReader | FrameFolderReader  # one interface
+
+# The code that shapes a shard. pydicom (in dicom) and scipy (in scan_area) are imported only
+# where a DICOM or a scan area needs them: a worker starts 0.5 s sooner without them.
+DECODER_MODULES = ("pipeline.data.dicom", "pipeline.data.images", "pipeline.data.sampling",
+                   "pipeline.data.scan_area", "pipeline.data.shards", __name__,
+                   "pipeline.data.video")
 SHARDS_DIR = "shards"
 RECEIPT_SUFFIX = ".receipt.json"
 TRUNCATED_FRACTION = 0.9  # decoded span below this share of the declared duration = truncated
@@ -97,11 +103,10 @@ def _decoder_fingerprint() -> str:
     """Digest of the code and libraries that shape a shard: the decode path's code
     (:func:`behaviour_digest`) and the PyAV/FFmpeg and Pillow versions. Any change to them
     invalidates every receipt."""
-    modules = (dicom, images, sampling, scan_area, shards, sys.modules[__name__], video)
     digest = hashlib.sha256(f"av {av.__version__} pillow {PIL.__version__}".encode())
-    for module in modules:
-        digest.update(behaviour_digest(Path(module.__file__).read_text(encoding="utf-8"))
-                      .encode())
+    for module in DECODER_MODULES:  # read, not imported
+        source = Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8")
+        digest.update(behaviour_digest(source).encode())
     return digest.hexdigest()
 
 
@@ -202,6 +207,8 @@ def decode_staged(task: DecodeTask) -> VideoResult:
 def find_scan_area(task: DecodeTask) -> ScanArea:
     """A first pass over the frames the task keeps (at their stored size): the clip's scan
     area (:mod:`pipeline.data.scan_area`)."""
+    from pipeline.data.scan_area import VariationStats, estimate  # noqa: PLC0415 - scipy
+
     stats = VariationStats()
     config = task.config
     with open_reader(task) as decoder:
@@ -221,6 +228,8 @@ def open_reader(task: DecodeTask) -> Reader:
     if source.is_dir():
         return FrameFolderReader(source, task.fps or config.folder_fps)
     if source.stat().st_size and is_dicom(source):
+        from pipeline.data.dicom import DicomDecoder  # noqa: PLC0415 - pydicom
+
         return DicomDecoder(source, config.assume_fps)
     if is_image(source):
         return StillImageReader(source)

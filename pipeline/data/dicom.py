@@ -38,11 +38,11 @@ from pydicom.uid import MPEGTransferSyntaxes
 from pipeline.data.sampling import kept_indices
 from pipeline.data.sources import SourceFile
 from pipeline.data.video import (
-    DICOM_MAGIC,
     DecodeError,
     SampledFrame,
     StreamInfo,
     VideoDecoder,
+    is_dicom,
     resized,
 )
 
@@ -51,14 +51,6 @@ from pipeline.data.video import (
 TECHNICAL_TAGS = ("SOPClassUID", "Modality", "Manufacturer", "ManufacturerModelName", "Rows",
                   "Columns", "NumberOfFrames", "PhotometricInterpretation", "BitsStored",
                   "FrameTime", "RecommendedDisplayFrameRate", "CineRate")
-
-
-def is_dicom(path: Path) -> bool:
-    """Whether the file carries the DICOM Part 10 magic (``DICM`` at byte 128)."""
-    offset, magic = DICOM_MAGIC
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        return handle.read(len(magic)) == magic
 
 
 def _header(path: Path) -> pydicom.Dataset:

@@ -31,6 +31,14 @@ ROTATIONS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180,
 DICOM_MAGIC = (128, b"DICM")  # offset and bytes of the DICOM Part 10 preamble's magic
 
 
+def is_dicom(path: Path) -> bool:
+    """Whether the file carries the DICOM Part 10 magic (``DICM`` at byte 128)."""
+    offset, magic = DICOM_MAGIC
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read(len(magic)) == magic
+
+
 class DecodeError(Exception):
     """A video that cannot be decoded; ``status`` is a short machine-readable category."""
 

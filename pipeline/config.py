@@ -300,7 +300,9 @@ class FinetuneConfig:
     classifier), ``linear`` or ``full``. ``frozen_bn``: ``update`` keeps the whole network in
     train mode so frozen BatchNorm statistics adapt to the new data (the released code);
     ``keep`` freezes them too. ``recipe``: ``tmi`` (30 epochs, batch 128) or ``code`` (100
-    epochs, batch 32); ``epochs`` / ``batch_size`` override it.
+    epochs, batch 32); ``epochs`` / ``batch_size`` override it. ``seeds``: training seeds;
+    ``fold_seeds``: repeated cross-validation, one grouped k-fold assignment per seed (as
+    ``probe.fold_seeds``); null = the persisted folds only.
     """
 
     classes: list[str] = field(default_factory=lambda: ["covid", "pneumonia", "regular"])
@@ -316,6 +318,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     image_size: int = 64
     seeds: list[int] = field(default_factory=lambda: [0])
+    fold_seeds: list[int] | None = None
     workers: int = 2
     amp: bool = True  # bf16 autocast (and channels_last) where the CPU runs bf16 fast
 

@@ -25,7 +25,8 @@ def main(finetune: Path = Path("models/finetune"), backbone: Path = Path("models
                            "finetune": {"mode": config.mode, "frozen_bn": config.frozen_bn,
                                         "epochs": epochs, "batch_size": batch,
                                         "image_size": config.image_size,
-                                        "seeds": list(config.seeds)}}
+                                        "seeds": list(config.seeds),
+                                        "fold_seeds": config.fold_seeds}}
     write_json(out / "metrics.json", metrics)
     with atomic_path(out / "predictions.parquet") as temporary:  # for paired comparisons
         selected(predictions, curves, "last_epoch").to_parquet(temporary, index=False)

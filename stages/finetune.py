@@ -10,7 +10,8 @@ from pipeline.card import RunCard
 from pipeline.config import load_params
 from pipeline.console import run_stage
 from pipeline.data.manifest import load_manifest, load_split
-from pipeline.evaluate.finetune import cross_validate
+from pipeline.data.splits import fold_assignments
+from pipeline.evaluate.finetune import cross_validate, repeated_cross_validation
 from pipeline.storage import dataset_path
 
 
@@ -22,8 +23,15 @@ def main(dataset: str = "downstream", data: str = "data", shard_cache: Path | No
     root = dataset_path(data) / dataset  # a folder, or a URL such as s3://bucket/data
     manifest = load_manifest(root, shard_cache)  # a local cache of remote shards
     split = load_split(root)
-    result = cross_validate(manifest, split, params.finetune, card.backbone,
-                            backbone / "backbone.pt", card.normalisation)
+    config = params.finetune
+    if config.fold_seeds:  # repeated cross-validation: rows marked with their repeat
+        result = repeated_cross_validation(
+            manifest, fold_assignments(manifest.videos, split, config.fold_seeds,
+                                       params.split.val_fraction),
+            config, card.backbone, backbone / "backbone.pt", card.normalisation)
+    else:
+        result = cross_validate(manifest, split, config, card.backbone,
+                                backbone / "backbone.pt", card.normalisation)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "predictions.parquet") as temporary:
         result.predictions.to_parquet(temporary, index=False)

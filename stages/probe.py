@@ -8,7 +8,7 @@ from pipeline.card import RunCard
 from pipeline.config import load_params
 from pipeline.console import run_stage
 from pipeline.data.manifest import load_manifest, load_split
-from pipeline.data.splits import split_table
+from pipeline.data.splits import fold_assignments
 from pipeline.evaluate.evaluation import level_scores
 from pipeline.evaluate.finetune import select_videos
 from pipeline.evaluate.probe import frame_features, repeated_probes
@@ -27,9 +27,8 @@ def main(dataset: str = "downstream", data: str = "data", shard_cache: Path | No
     features, frames = frame_features(manifest, videos["video_id"].tolist(), card.backbone,
                                       backbone / "backbone.pt", card.normalisation,
                                       selection.image_size, workers=selection.workers)
-    assignments = [split if seed is None else split_table(
-        manifest.videos, params.split.val_fraction, seed, int(split["fold"].max()) + 1)
-        for seed in config.fold_seeds or [None]]
+    assignments = fold_assignments(manifest.videos, split, config.fold_seeds,
+                                   params.split.val_fraction)
     predictions = repeated_probes(features, frames, manifest.videos, assignments, selection,
                                   config)
     out.mkdir(parents=True, exist_ok=True)

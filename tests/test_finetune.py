@@ -12,9 +12,15 @@ from pipeline.backbones import build_backbone, torchvision_state_dict
 from pipeline.card import Normalisation
 from pipeline.config import FinetuneConfig
 from pipeline.data.manifest import load_manifest
-from pipeline.data.splits import split_table
+from pipeline.data.splits import fold_assignments, split_table
 from pipeline.evaluate.evaluation import evaluate, selected
-from pipeline.evaluate.finetune import build_classifier, cross_validate, run_fold, select_videos
+from pipeline.evaluate.finetune import (
+    build_classifier,
+    cross_validate,
+    repeated_cross_validation,
+    run_fold,
+    select_videos,
+)
 
 TINY = FinetuneConfig(epochs=2, batch_size=8, image_size=32, workers=0, probes=None)
 NORMALISE = Normalisation((0.5,) * 3, (0.25,) * 3)
@@ -136,3 +142,25 @@ def test_cross_validation_covers_every_fold_and_seed(downstream):
     assert sorted(map(tuple, result.curves[["fold", "seed"]].to_numpy().tolist())) == \
         [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert len(result.predictions) == 2 * len(manifest.frames)  # every frame tested per seed
+
+
+def test_repeated_cross_validation_marks_and_evaluates_each_fold_assignment(downstream):
+    """finetune.fold_seeds: one cross-validation per fold assignment; every selected frame is
+    tested once per assignment, runs are told apart by repeat, and the last epoch is picked
+    per run."""
+    manifest, split = downstream
+    assignments = fold_assignments(manifest.videos, split, [0, 3], 0.2)
+    result = repeated_cross_validation(manifest, assignments, replace(TINY, epochs=2),
+                                       "resnet18", None, NORMALISE, progress=False)
+    assert sorted(result.curves.groupby(["repeat", "fold", "seed"]).groups) == \
+        [(0, 0, 0), (0, 1, 0), (1, 0, 0), (1, 1, 0)]
+    last = selected(result.predictions, result.curves, "last_epoch")
+    assert (last["epoch"] == 1).all()
+    assert last.groupby("repeat").size().tolist() == [len(manifest.frames)] * 2
+    for repeat, folds in enumerate(assignments):  # each repeat tested on its own folds
+        tested = last[last["repeat"] == repeat].drop_duplicates("video_id")
+        assert tested.set_index("video_id")["fold"].equals(
+            folds.set_index("video_id").loc[tested["video_id"], "fold"].rename("fold")
+            .astype(tested["fold"].dtype))
+    assert evaluate(result.predictions, result.curves, ["covid", "pneumonia", "regular"],
+                    None)["runs"] == 4

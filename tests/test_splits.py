@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data.splits import assign_parts, k_folds, split_table, train_val_split
+from pipeline.data.splits import (
+    assign_parts,
+    fold_assignments,
+    k_folds,
+    split_table,
+    train_val_split,
+)
 
 
 def table(seed: int = 0, videos: int = 120, groups: int = 40, labelled: bool = True):
@@ -91,3 +97,17 @@ def test_a_part_left_empty_is_an_error_not_a_silent_split():
                            "label": ["covid", "regular"], "status": "ok"})
     with pytest.raises(ValueError, match="got no video"):
         train_val_split(videos, 0.2, 0)
+
+
+def test_fold_assignments_repeat_the_folds_with_other_seeds():
+    videos = table(6)
+    persisted = split_table(videos, 0.2, 0, folds=5)
+    assert fold_assignments(videos, persisted, None, 0.2) == [persisted]
+    assert fold_assignments(videos, persisted, [], 0.2) == [persisted]
+    repeats = fold_assignments(videos, persisted, [0, 7, 8], 0.2)
+    assert repeats[0].equals(persisted)  # seed 0 draws the persisted split's folds again
+    for folds in repeats:
+        assert sorted(folds["fold"].unique()) == list(range(5))
+        assert sides_per_group(folds, "fold") == 1  # a patient stays in one fold
+        assert sorted(folds["video_id"]) == sorted(persisted["video_id"])
+    assert not repeats[1]["fold"].equals(repeats[2]["fold"])

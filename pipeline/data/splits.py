@@ -136,3 +136,13 @@ def split_table(videos: pd.DataFrame, val_fraction: float, seed: int, folds: int
     if folds:
         table["fold"] = k_folds(usable, folds, seed)
     return table
+
+
+def fold_assignments(videos: pd.DataFrame, split: pd.DataFrame, seeds: list[int] | None,
+                     val_fraction: float) -> list[pd.DataFrame]:
+    """Repeated cross-validation: the persisted split's folds (``seeds`` null or empty), else
+    one grouped k-fold assignment per seed, with as many folds, by :func:`split_table`."""
+    if not seeds:
+        return [split]
+    folds = int(split["fold"].max()) + 1
+    return [split_table(videos, val_fraction, seed, folds) for seed in seeds]

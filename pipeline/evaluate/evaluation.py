@@ -7,8 +7,9 @@ Two model-selection rules over the same runs (``docs/methods.md`` §8.4):
   test-fold accuracy. Selecting on the test fold inflates the numbers; always labelled so.
 
 For each: the papers' metrics from the confusion matrix pooled over folds (and seeds), macro
-AUC from the pooled probabilities, and per-run (fold x seed) mean ± std; at frame level (each
-frame a sample, as the papers) and at video level (a video's frame probabilities averaged).
+AUC from the pooled probabilities, and per-run (fold x seed, per fold assignment) mean ± std;
+at frame level (each frame a sample, as the papers) and at video level (a video's frame
+probabilities averaged).
 """
 
 from __future__ import annotations
@@ -26,16 +27,23 @@ SELECTIONS = {"last_epoch": "model after the last epoch (no test information): t
                                        "(the papers' protocol; optimistic)"}
 
 
+def run_keys(table: pd.DataFrame) -> list[str]:
+    """The columns that name a run: one fold of one cross-validation (``repeat``, when the
+    folds were drawn several times) with one training seed."""
+    return [key for key in ("repeat", "fold", "seed") if key in table]
+
+
 def selected(predictions: pd.DataFrame, curves: pd.DataFrame, selection: str) -> pd.DataFrame:
     """The test predictions of each run's selected epoch."""
+    keys = run_keys(curves)
     if selection == "last_epoch":
-        picks = curves.groupby(["fold", "seed"])["epoch"].max().rename("pick").reset_index()
+        picks = curves.groupby(keys)["epoch"].max().rename("pick").reset_index()
     elif selection == "best_epoch_optimistic":  # first epoch reaching the best accuracy
-        best = curves.loc[curves.groupby(["fold", "seed"])["test_accuracy"].idxmax()]
-        picks = best[["fold", "seed", "epoch"]].rename(columns={"epoch": "pick"})
+        best = curves.loc[curves.groupby(keys)["test_accuracy"].idxmax()]
+        picks = best[[*keys, "epoch"]].rename(columns={"epoch": "pick"})
     else:
         raise ValueError(f"unknown selection {selection!r}")
-    merged = predictions.merge(picks, on=["fold", "seed"])
+    merged = predictions.merge(picks, on=keys)
     return merged[merged["epoch"] == merged["pick"]].drop(columns="pick")
 
 
@@ -59,8 +67,8 @@ def scores(table: pd.DataFrame, classes: list[str], normal: str | None) -> dict[
     pooled["macro_auc"], per_class_auc = macro_auc(true, probabilities)
     for name, auc in zip(classes, per_class_auc, strict=True):
         pooled["per_class"][name]["auc"] = auc
-    runs = []  # a run: one fold of one cross-validation (repeat) with one training seed
-    for _, run in table.groupby([key for key in ("repeat", "fold", "seed") if key in table]):
+    runs = []
+    for _, run in table.groupby(run_keys(table)):
         run_true, run_probabilities = _scores(run, classes)
         summary = summarise(confusion_matrix(run_true, run_probabilities.argmax(1),
                                              len(classes)), classes, normal)
@@ -91,7 +99,7 @@ def evaluate(predictions: pd.DataFrame, curves: pd.DataFrame, classes: list[str]
              normal: str | None) -> dict[str, object]:
     """``metrics.json``: both selections, frame level (the papers') and video level."""
     result: dict[str, object] = {"headline": "last_epoch", "selections": SELECTIONS,
-                                 "runs": int(len(curves.groupby(["fold", "seed"])))}
+                                 "runs": int(len(curves.groupby(run_keys(curves))))}
     for selection in SELECTIONS:
         table = selected(predictions, curves, selection)
         result[selection] = {**scores(table, classes, normal),

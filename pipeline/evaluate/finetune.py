@@ -213,3 +213,17 @@ def cross_validate(manifest: Manifest, split: pd.DataFrame, config: FinetuneConf
                      progress) for seed in config.seeds for fold in folds]
     return FoldResult(pd.concat([r.predictions for r in runs], ignore_index=True),
                       pd.concat([r.curves for r in runs], ignore_index=True))
+
+
+def repeated_cross_validation(manifest: Manifest, assignments: list[pd.DataFrame],
+                              config: FinetuneConfig, backbone: str, weights: Path | None,
+                              normalisation: Normalisation, progress: bool = True
+                              ) -> FoldResult:
+    """:func:`cross_validate` once per fold assignment (``splits.fold_assignments``), each
+    repeat's predictions and curves marked ``repeat`` = its index."""
+    runs = [cross_validate(manifest, folds, config, backbone, weights, normalisation, progress)
+            for folds in assignments]
+    return FoldResult(
+        pd.concat([r.predictions.assign(repeat=i) for i, r in enumerate(runs)],
+                  ignore_index=True),
+        pd.concat([r.curves.assign(repeat=i) for i, r in enumerate(runs)], ignore_index=True))

@@ -276,7 +276,7 @@ def test_frame_rows_come_from_the_receipts_and_a_vanished_one_is_named(sample_vi
                                                                         monkeypatch):
     """The stage writes frames.parquet from the receipts (not from rows held in memory): a
     receipt removed between decoding and writing stops it with the receipt's path, and no
-    manifest is left half-written."""
+    manifest is written (frames.parquet goes first, atomically)."""
     from pipeline.data import ingest as ingest_module
 
     original = ingest_module.write_manifests
@@ -289,3 +289,4 @@ def test_frame_rows_come_from_the_receipts_and_a_vanished_one_is_named(sample_vi
     with pytest.raises(RuntimeError, match=r"\.receipt\.json: the receipt vanished"):
         ingest(sample_videos / "videos", None, tmp_path / "out", CONFIG, progress=False)
     assert not (tmp_path / "out" / FRAMES_FILE).exists()
+    assert not (tmp_path / "out" / VIDEOS_FILE).exists()

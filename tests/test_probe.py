@@ -108,6 +108,10 @@ def test_a_consistent_difference_is_supported_and_unpaired_runs_are_refused():
     assert accuracy.low > 0 and accuracy.supported
     with pytest.raises(ValueError, match="identical folds"):
         compare(a, b.assign(fold=1), ["x", "y"])
+    with pytest.raises(ValueError, match="repeated fold assignments"):  # fold_seeds vs not
+        compare(a.assign(repeat=0), b, ["x", "y"])
+    repeated = compare(a.assign(repeat=0), b.assign(repeat=0), ["x", "y"], resamples=500)[0]
+    assert repeated.difference == accuracy.difference
 
 
 def test_compare_command_reads_two_probe_outputs_and_names_a_wrong_folder(tmp_path):

@@ -119,13 +119,14 @@ def _run_ray(tasks: list[DecodeTask], config: DecodeConfig, progress: bool
                  configure_logging=False)
     elif started_here:
         start_local_ray(config.workers)
+    pending: dict = {}
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(decode_video)
         # A window of twice the cluster's CPUs in flight: the tasks then start in the order
         # given (largest first, so no worker idles at the end; Ray does not keep the order of
         # a whole queue) and each wait scans a short list.
         window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-        queue, pending = iter(tasks), {}
+        queue = iter(tasks)
         with tqdm(total=len(tasks), desc="decode (ray)", unit="video",
                   disable=not progress) as bar:
             for _ in tasks:  # each round collects one finished task
@@ -142,6 +143,8 @@ def _run_ray(tasks: list[DecodeTask], config: DecodeConfig, progress: bool
                 bar.update()
                 yield result
     finally:
+        for reference in pending:  # stopped early: no task keeps running on the cluster
+            ray.cancel(reference, force=True)
         if started_here:
             ray.shutdown()
 
@@ -178,16 +181,21 @@ def _run_tasks(tasks: list[DecodeTask], workers: int, progress: bool
     unfinished = []
     with _pool(workers) as pool:
         futures = {pool.submit(decode_video, task): task for task in tasks}
-        with tqdm(total=len(tasks), desc="decode", unit="video", disable=not progress) as bar:
-            for future in as_completed(futures):
-                task = futures.pop(future)  # the result is not held here once yielded
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
-                    unfinished.append(task)
-                    continue
-                bar.update()
-                yield result
+        try:
+            with tqdm(total=len(tasks), desc="decode", unit="video",
+                      disable=not progress) as bar:
+                for future in as_completed(futures):
+                    task = futures.pop(future)  # the result is not held here once yielded
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        unfinished.append(task)
+                        continue
+                    bar.update()
+                    yield result
+        except BaseException:  # stopped early: only the videos already started finish
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     # Forked only now that the pool's and the bar's threads are gone.
     for task in unfinished:
         yield _run_isolated(task)
@@ -248,6 +256,9 @@ def decode_sources(sources: list[SourceFile], out_dir: Path, config: DecodeConfi
     run = (_run_ray(todo, config, progress) if config.engine == "ray" and todo
            else _run_tasks(todo, config.workers, progress))
     fresh = {result.video["video_id"]: result.without_frames() for result in run}
+    # Every task of this run is done, so a temporary left now is a dead writer's: a worker of
+    # an earlier, killed run that was still decoding when this one started.
+    removed += remove_stale_temporaries(shard_dir)
     results = [(cached.get(source.video_id) or fresh[source.video_id]) if source.ok
                else VideoResult(_skipped_row(source)) for source in sources]
     rows = [{**result.video, **_clean_labels(source.labels)}

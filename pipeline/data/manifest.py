@@ -149,10 +149,11 @@ def sha256_of(path: Path) -> str:
 
 
 def write_manifests(folder: Path, videos: list[dict], frames: Iterable[dict]) -> None:
-    """``videos.parquet`` and ``frames.parquet`` (its rows streamed:
-    :func:`write_frame_table`), then ``checksums.json`` recording both."""
-    write_table(videos, VIDEO_SCHEMA, folder / VIDEOS_FILE)
+    """``frames.parquet`` (its rows streamed: :func:`write_frame_table`; first, as the one
+    write that can fail part-way, leaving the previous manifests as they were), then
+    ``videos.parquet``, then ``checksums.json`` recording both."""
     write_frame_table(frames, folder / FRAMES_FILE)
+    write_table(videos, VIDEO_SCHEMA, folder / VIDEOS_FILE)
     write_json(folder / CHECKSUMS_FILE, {name: sha256_of(folder / name)
                                          for name in (VIDEOS_FILE, FRAMES_FILE)})
 

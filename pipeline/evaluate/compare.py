@@ -114,6 +114,10 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, classes: list[str], level: str = "
     """``a`` minus ``b`` per metric (``metrics``, in that order) with a paired percentile
     bootstrap CI over groups; an error when the two were not evaluated on the same folds and
     units."""
+    if ("repeat" in a) != ("repeat" in b):
+        raise ValueError("one run was evaluated on repeated fold assignments (fold_seeds) and "
+                         "the other on the persisted folds only; a paired comparison needs "
+                         "the same folds")
     a, b = units(a, classes, level), units(b, classes, level)
     key = ["repeat"] * ("repeat" in a) + ["fold", "video_id"] + \
         (["kept_index"] if level == "frame" else [])

@@ -231,11 +231,13 @@ def more_finetuning(name: str, work: Path, out: Path, repeats: int) -> None:
 def unit_names(work: Path) -> dict[str, str]:
     """Video id -> source path over every decoded POCUS folder in ``work``: runs decoded
     before and after the 16-digit ids (issue 12) name one video differently, and are paired
-    by its path."""
+    by its path. An id from before ends in the first 8 of the 16 hex digits, so it is named
+    from a folder decoded after as well."""
     names: dict[str, str] = {}
     for manifest in sorted(work.glob("pocus*/videos.parquet")):
         videos = pd.read_parquet(manifest, columns=["video_id", "source_path"])
         names.update(zip(videos["video_id"], videos["source_path"], strict=True))
+        names.update(zip(videos["video_id"].str[:-8], videos["source_path"], strict=True))
     return names
 
 

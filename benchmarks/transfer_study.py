@@ -35,7 +35,7 @@ from pipeline.data.splits import split_table
 from pipeline.evaluate.compare import compare
 from pipeline.evaluate.evaluation import level_scores, selected
 from pipeline.evaluate.finetune import cross_validate, select_videos
-from pipeline.evaluate.probe import frame_features, repeated_probes
+from pipeline.evaluate.probe import frame_features, probe_functions, repeated_probes
 from pipeline.pretrain.engine import pretrain
 
 SHARED = Path(os.environ.get("USPIPE_SHARED_DATA", Path(__file__).resolve().parents[2] /
@@ -45,21 +45,32 @@ SIZE = 112
 FOLD_SEEDS = (0, 1, 2)  # repeated cross-validation for the probes
 BASE = TrainConfig(image_size=SIZE, epochs=80, batch_size=32, workers=2)
 PROTO = replace(BASE, preset="proto")
+# The runs this study first called "proto" were built when a config filled its preset's knobs
+# at construction, so ``replace(BASE, preset="proto")`` kept the code preset's: they paired
+# frames by the paper's rule (the proto and paper presets') with code's CE branch, 256-d
+# projection, jitter on every view and constant-then-cosine schedule. Kept, named for that.
+PAPER_PAIRS = replace(BASE, preset="proto", supervised_weight=0.2, projection_dim=256,
+                      jitter_p=1.0, lr_schedule="constant_then_cosine")
 # name -> (train config, pretraining clips: "all" or the split's "train" part)
 RUNS: dict[str, tuple[TrainConfig | None, str]] = {
     "scratch": (replace(BASE, method="scratch"), "all"),
-    "proto": (PROTO, "all"),
+    "proto": (PROTO, "all"),  # the prototype's recipe
     "code": (BASE, "train"),  # the pipeline's default recipe before this study
+    "paper-pairs": (PAPER_PAIRS, "all"),
+    # the ablation: one of the prototype's choices at a time turned to the code preset's
     "code-pairs": (replace(BASE, supervised_weight=0.0, projection_dim=128, jitter_p=0.8,
                            lr_schedule="cosine_per_step"), "all"),
     "proto+ce": (replace(PROTO, supervised_weight=0.2), "all"),
+    "proto-projection-256": (replace(PROTO, projection_dim=256), "all"),
     "proto-jitter-always": (replace(PROTO, jitter_p=1.0), "all"),
     "proto-epoch-schedule": (replace(PROTO, lr_schedule="constant_then_cosine"), "all"),
     "proto-train-split": (PROTO, "train"),
 }
+ABLATION = ("code-pairs", "proto+ce", "proto-projection-256", "proto-jitter-always",
+            "proto-epoch-schedule", "proto-train-split")
 # runs on frames cropped to the scan area with everything outside it zeroed (issue 13)
-SCAN_AREA = {"proto-scan-area": "crop_and_mask"}
-RUNS["proto-scan-area"] = (PROTO, "all")
+SCAN_AREA = {"paper-pairs-scan-area": "crop_and_mask"}
+RUNS["paper-pairs-scan-area"] = (PAPER_PAIRS, "all")
 # the six-method study (issue 11 §3): 100 epochs, two pretraining seeds, every clip
 STUDY_METHODS = ("uscl", "simclr", "hico", "meta_uscl", "supervised", "scratch")
 STUDY_SEEDS = (0, 1)
@@ -74,7 +85,7 @@ RUNS.update({f"{method}-s{seed}": (replace(SIMCLR_STUDY if method == "simclr" el
              if (method, seed) != ("scratch", 0)})  # that one is "scratch" above
 # issue 11 §0: bf16 autocast + channels_last against fp32, same seeds (paired with uscl-s0)
 RUNS["uscl-s0-fp32"] = (replace(STUDY, method="uscl", seed=0, amp=False), "all")
-FINETUNED = ("scratch", "proto", "code", "proto-scan-area",
+FINETUNED = ("scratch", "proto", "code", "paper-pairs", "paper-pairs-scan-area", *ABLATION,
              *(name for name in RUNS if name[-3:-1] == "-s"))
 FINETUNE = FinetuneConfig(epochs=15, image_size=SIZE, workers=2)
 # fine-tuning variants of a pretrained run: why last-block fine-tuning can lose to scratch
@@ -110,12 +121,12 @@ def run_variant(name: str, work: Path, out: Path, repeats: int = 1) -> None:
         return
     if not (out / base / "summary.json").is_file():
         run(base, work, out)
-    card = RunCard.load(out / base / "card.json")
+    card, backbone, _ = pretrained(base, work)
     _, downstream_dir = prepared(work)
     folder.mkdir(parents=True, exist_ok=True)
     earlier = json.loads(summary.read_text())["finetune_s"] if summary.is_file() else 0
-    metrics, seconds = finetuned(load_manifest(downstream_dir), card,
-                                 work / "runs" / base / "backbone.pt", finetune, folder, repeats)
+    metrics, seconds = finetuned(load_manifest(downstream_dir), card, backbone, finetune, folder,
+                                 repeats)
     write_json(summary, {
         "run": name, "base": base, "finetune": asdict(finetune), "clips": "-",
         "train_videos": card.train_videos, "pretrain_s": 0, "finetune_s": earlier + seconds,
@@ -165,6 +176,25 @@ def finetuned(downstream: Manifest, card: RunCard, backbone: Path, finetune: Fin
     return metrics, round(time.perf_counter() - started)
 
 
+def pretrained(name: str, work: Path) -> tuple[RunCard, Path, float]:
+    """A run's backbone and card in ``work/runs/<name>``, pretrained there first (resuming
+    from its checkpoint) unless they are there already; with the seconds pretraining took."""
+    config, clips = RUNS[name]
+    folder = work / "runs" / name
+    if (folder / "card.json").is_file() and (folder / "backbone.pt").is_file():
+        return RunCard.load(folder / "card.json"), folder / "backbone.pt", 0.0
+    corpus = load_manifest(prepared(work, SCAN_AREA.get(name, "off"))[0])
+    split = split_table(corpus.videos, 0.2, 0)
+    ok = corpus.videos[corpus.videos["status"] == "ok"]
+    train = ok if clips == "all" else ok[ok["video_id"].isin(
+        split.loc[split["split"] == "train", "video_id"])]
+    held_out = sorted(set(ok["video_id"]) - set(train["video_id"]))
+    started = time.perf_counter()
+    card, _ = pretrain(corpus, train.sort_values("video_id"), config, folder,
+                       held_out=held_out, log_metrics=False)
+    return card, folder / "backbone.pt", time.perf_counter() - started
+
+
 def run(name: str, work: Path, out: Path, repeats: int = 1) -> None:
     config, clips = RUNS[name]
     folder = out / name
@@ -174,18 +204,8 @@ def run(name: str, work: Path, out: Path, repeats: int = 1) -> None:
         else:
             print(f"{name}: done already")
         return
-    corpus_dir, downstream_dir = prepared(work, SCAN_AREA.get(name, "off"))
-    corpus = load_manifest(corpus_dir)
-    split = split_table(corpus.videos, 0.2, 0)
-    ok = corpus.videos[corpus.videos["status"] == "ok"]
-    train = ok if clips == "all" else ok[ok["video_id"].isin(
-        split.loc[split["split"] == "train", "video_id"])]
-    held_out = sorted(set(ok["video_id"]) - set(train["video_id"]))
-    started = time.perf_counter()
-    card, _ = pretrain(corpus, train.sort_values("video_id"), config, work / "runs" / name,
-                       held_out=held_out, log_metrics=False)
-    pretrain_s = time.perf_counter() - started
-    backbone = work / "runs" / name / "backbone.pt"
+    card, backbone, pretrain_s = pretrained(name, work)
+    _, downstream_dir = prepared(work, SCAN_AREA.get(name, "off"))
     folder.mkdir(parents=True, exist_ok=True)
     card.save(folder / "card.json")
 
@@ -196,16 +216,16 @@ def run(name: str, work: Path, out: Path, repeats: int = 1) -> None:
     features, frames = frame_features(downstream, videos["video_id"].tolist(), card.backbone,
                                       backbone, card.normalisation, SIZE)
     probe = repeated_probes(features, frames, downstream.videos, assignments, FINETUNE,
-                            ProbeConfig())
+                            probe_functions(ProbeConfig()))
     probe_s = time.perf_counter() - started
     with atomic_path(folder / "probe.parquet") as temporary:
         probe.to_parquet(temporary, index=False)
     summary = {"run": name, "clips": clips, "train_videos": card.train_videos,
-               "config": asdict(config), "pretrain_s": round(pretrain_s),
+               "config": asdict(config.resolved()), "pretrain_s": round(pretrain_s),
                "probe_s": round(probe_s), "final_losses": card.final_losses, "metrics": {}}
     for protocol, table in probe.groupby("protocol"):
         summary["metrics"][protocol] = level_scores(table, CLASSES, "regular")
-    if name in FINETUNED:
+    if name in FINETUNED and repeats:
         summary["metrics"]["finetune"], summary["finetune_s"] = finetuned(
             downstream, card, backbone, FINETUNE, folder, repeats)
     write_json(folder / "summary.json", summary)
@@ -220,8 +240,9 @@ def more_finetuning(name: str, work: Path, out: Path, repeats: int) -> None:
     folder = out / name
     summary = json.loads((folder / "summary.json").read_text())
     _, downstream_dir = prepared(work, SCAN_AREA.get(name, "off"))
-    metrics, seconds = finetuned(load_manifest(downstream_dir), RunCard.load(folder / "card.json"),
-                                 work / "runs" / name / "backbone.pt", FINETUNE, folder, repeats)
+    card, backbone, _ = pretrained(name, work)  # pretrained again if ``work`` lost it
+    metrics, seconds = finetuned(load_manifest(downstream_dir), card, backbone, FINETUNE, folder,
+                                 repeats)
     summary["metrics"]["finetune"] = metrics
     summary["finetune_s"] = summary.get("finetune_s", 0) + seconds
     write_json(folder / "summary.json", summary)
@@ -341,7 +362,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only rewrite report.md")
     parser.add_argument("--finetune-repeats", type=int, default=1, metavar="N",
                         help="fine-tune on fold seeds 0 .. N-1 (finished runs get the missing "
-                             "ones)")
+                             "ones; 0: probes only)")
     arguments = parser.parse_args()
     known = [*RUNS, *VARIANTS]
     unknown = sorted(set(arguments.runs) - set(known))

@@ -7,7 +7,7 @@ functions; the library itself never reads ``params.yaml``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -265,16 +265,25 @@ class TrainConfig:
                               ("backbone", BACKBONES), ("pair_mode", PAIR_MODES),
                               ("negatives", NEGATIVES), ("views_on", VIEWS_ON)):
             check_choice(f"train.{name}", getattr(self, name), choices)
-        for name, value in PRESET_DEFAULTS[self.preset].items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, value)
-        check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        if not 0 <= self.jitter_p <= 1:
-            raise ValueError(f"train.jitter_p must be in [0, 1], got {self.jitter_p}")
+        knobs = self.preset_knobs()
+        check_choice("train.lr_schedule", knobs["lr_schedule"], LR_SCHEDULES)
+        if not 0 <= knobs["jitter_p"] <= 1:
+            raise ValueError(f"train.jitter_p must be in [0, 1], got {knobs['jitter_p']}")
         if not 0 <= self.label_fraction <= 1:
             raise ValueError(f"train.label_fraction must be in [0, 1], got {self.label_fraction}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("train.epochs must be >= 1 and train.batch_size >= 2")
+
+    def preset_knobs(self) -> dict[str, Any]:
+        """The preset's knobs (``PRESET_DEFAULTS``), each as given here where it is not null."""
+        return {name: default if getattr(self, name) is None else getattr(self, name)
+                for name, default in PRESET_DEFAULTS[self.preset].items()}
+
+    def resolved(self) -> TrainConfig:
+        """This config with its preset's knobs written out: what a run reads and records.
+        A config keeps its null knobs until then, so that ``dataclasses.replace(config,
+        preset="proto")`` takes the proto preset's knobs, not the earlier preset's."""
+        return replace(self, **self.preset_knobs())
 
     @classmethod
     def from_card(cls, params: dict[str, Any]) -> TrainConfig:

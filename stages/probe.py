@@ -11,7 +11,7 @@ from pipeline.data.manifest import load_manifest, load_split
 from pipeline.data.splits import fold_assignments
 from pipeline.evaluate.evaluation import level_scores
 from pipeline.evaluate.finetune import select_videos
-from pipeline.evaluate.probe import frame_features, repeated_probes
+from pipeline.evaluate.probe import frame_features, probe_functions, repeated_probes
 from pipeline.storage import dataset_path
 
 
@@ -30,7 +30,7 @@ def main(dataset: str = "downstream", data: str = "data", shard_cache: Path | No
     assignments = fold_assignments(manifest.videos, split, config.fold_seeds,
                                    params.split.val_fraction)
     predictions = repeated_probes(features, frames, manifest.videos, assignments, selection,
-                                  config)
+                                  probe_functions(config))
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "predictions.parquet") as temporary:
         predictions.to_parquet(temporary, index=False)

@@ -2,12 +2,14 @@
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from pipeline import config
 from pipeline.config import DecodeConfig, TrainConfig, load_params, parse_params
+from pipeline.pretrain.methods import build_method
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,12 +112,25 @@ def test_run_card_round_trips_and_reads_version_1(tmp_path):
         RunCard.from_dict({"method": "uscl"}, "x.json")
 
 
+def knobs(config: TrainConfig) -> tuple:
+    return config.supervised_weight, config.projection_dim, config.jitter_p, config.lr_schedule
+
+
 def test_presets_fill_only_the_knobs_left_null():
-    proto = TrainConfig(preset="proto")
-    assert (proto.supervised_weight, proto.projection_dim, proto.jitter_p,
-            proto.lr_schedule) == (0.0, 128, 0.8, "cosine_per_step")
+    assert knobs(TrainConfig(preset="proto").resolved()) == (0.0, 128, 0.8, "cosine_per_step")
     code = TrainConfig(preset="code", jitter_p=0.5)
-    assert (code.supervised_weight, code.projection_dim, code.jitter_p,
-            code.lr_schedule) == (0.2, 256, 0.5, "constant_then_cosine")
+    assert knobs(code.resolved()) == (0.2, 256, 0.5, "constant_then_cosine")
+    assert code.resolved().resolved() == code.resolved()
+
+
+def test_a_replaced_preset_brings_its_own_knobs():
+    """The study's "proto" runs were built as ``replace(code_config, preset="proto")`` when a
+    config filled its knobs at construction: they trained with the code preset's knobs."""
+    code = TrainConfig(preset="code", image_size=112)
+    assert knobs(replace(code, preset="proto").resolved()) == knobs(
+        TrainConfig(preset="proto", image_size=112).resolved())
+    assert knobs(replace(code, preset="proto", supervised_weight=0.2).resolved()) == (
+        0.2, 128, 0.8, "cosine_per_step")
+    assert build_method(replace(code, preset="proto")).config.supervised_weight == 0.0
     with pytest.raises(ValueError, match="train.lr_schedule: 'linear' is not one of"):
         TrainConfig(lr_schedule="linear")

@@ -16,6 +16,7 @@ from pipeline.evaluate.probe import (
     cross_validate_probes,
     knn_probabilities,
     logistic_regression,
+    probe_functions,
     softmax_probabilities,
     standardised,
 )
@@ -69,7 +70,7 @@ def test_probe_folds_never_train_on_the_test_fold():
                            "kept_index": [i // 8 for i in range(40)]})
     x[frames["video_id"].isin(["v2", "v3", "v6", "v7"]).to_numpy()] += 1000  # fold 1 far away
     table = cross_validate_probes(x, frames, videos, ["a", "b", "c"],
-                                  ProbeConfig(protocols=["linear", "knn"], k=3))
+                                  probe_functions(ProbeConfig(protocols=["linear", "knn"], k=3)))
     assert len(table) == 2 * 40 and set(table["protocol"]) == {"linear", "knn"}
     assert table.loc[table["video_id"] == "v6", "group"].iloc[0] == "video:v6"
     assert np.allclose(table[["p_a", "p_b", "p_c"]].sum(axis=1), 1)

@@ -13,6 +13,7 @@ so they can rank backbones that fine-tuning cannot separate:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -132,12 +133,34 @@ def knn_probabilities(train: np.ndarray, labels: np.ndarray, test: np.ndarray, c
     return (scores / scores.sum(1, keepdim=True)).numpy()
 
 
-def cross_validate_probes(features: np.ndarray, frames: pd.DataFrame, videos: pd.DataFrame,
-                          classes: list[str], config: ProbeConfig) -> pd.DataFrame:
-    """Every protocol on every fold: test-fold predictions with columns ``protocol``,
-    ``fold``, ``video_id``, ``kept_index``, ``group``, ``label`` and ``p_<class>``.
+ProbeFunction = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
+"""(training features, training labels, test features, classes) -> test probabilities."""
 
-    ``videos``: the selected downstream videos with ``fold``, ``label`` and ``group``."""
+
+def probe_functions(config: ProbeConfig) -> dict[str, ProbeFunction]:
+    """The configured protocols by name: ``linear`` on training-standardised features,
+    ``knn`` on the raw ones."""
+    def linear(train: np.ndarray, labels: np.ndarray, test: np.ndarray,
+               classes: int) -> np.ndarray:
+        x_train, x_test = standardised(train, test)
+        return softmax_probabilities(x_test, *logistic_regression(x_train, labels, classes,
+                                                                  config.c))
+
+    def knn(train: np.ndarray, labels: np.ndarray, test: np.ndarray, classes: int) -> np.ndarray:
+        return knn_probabilities(train, labels, test, classes, config.k, config.knn_temperature)
+
+    available = {"linear": linear, "knn": knn}
+    return {protocol: available[protocol] for protocol in config.protocols}
+
+
+def cross_validate_probes(features: np.ndarray, frames: pd.DataFrame, videos: pd.DataFrame,
+                          classes: list[str], probes: dict[str, ProbeFunction]) -> pd.DataFrame:
+    """Every probe on every fold: test-fold predictions with columns ``protocol`` (the
+    probe's name), ``fold``, ``video_id``, ``kept_index``, ``group``, ``label`` and
+    ``p_<class>``.
+
+    ``videos``: the selected downstream videos with ``fold``, ``label`` and ``group``;
+    ``probes``: :func:`probe_functions`, or other functions of the same form."""
     info = videos.set_index("video_id")
     fold = frames["video_id"].map(info["fold"]).to_numpy()
     label = frames["video_id"].map(info["label"]).map(classes.index).to_numpy()
@@ -145,16 +168,8 @@ def cross_validate_probes(features: np.ndarray, frames: pd.DataFrame, videos: pd
     tables = []
     for test_fold in sorted(set(fold.tolist())):
         train, test = fold != test_fold, fold == test_fold
-        for protocol in config.protocols:
-            if protocol == "linear":
-                x_train, x_test = standardised(features[train], features[test])
-                weights, bias = logistic_regression(x_train, label[train], len(classes),
-                                                    config.c)
-                probabilities = softmax_probabilities(x_test, weights, bias)
-            else:
-                probabilities = knn_probabilities(features[train], label[train], features[test],
-                                                  len(classes), config.k,
-                                                  config.knn_temperature)
+        for protocol, probe in probes.items():
+            probabilities = probe(features[train], label[train], features[test], len(classes))
             table = frames[test].assign(protocol=protocol, fold=test_fold, seed=0,
                                         group=group[test], label=label[test])
             for k, name in enumerate(classes):
@@ -165,7 +180,7 @@ def cross_validate_probes(features: np.ndarray, frames: pd.DataFrame, videos: pd
 
 def repeated_probes(features: np.ndarray, frames: pd.DataFrame, videos: pd.DataFrame,
                     assignments: list[pd.DataFrame], selection: FinetuneConfig,
-                    config: ProbeConfig) -> pd.DataFrame:
+                    probes: dict[str, ProbeFunction]) -> pd.DataFrame:
     """:func:`cross_validate_probes` once per fold assignment (repeated cross-validation: the
     features are extracted once), each repeat's rows marked with ``repeat`` = its index.
 
@@ -173,5 +188,5 @@ def repeated_probes(features: np.ndarray, frames: pd.DataFrame, videos: pd.DataF
     column (:func:`pipeline.data.splits.split_table`), one per fold seed."""
     return pd.concat([cross_validate_probes(features, frames,
                                             select_videos(videos, folds, selection),
-                                            list(selection.classes), config).assign(repeat=repeat)
+                                            list(selection.classes), probes).assign(repeat=repeat)
                       for repeat, folds in enumerate(assignments)], ignore_index=True)

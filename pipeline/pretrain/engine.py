@@ -64,7 +64,7 @@ def pretrain(manifest: Manifest, train_videos: pd.DataFrame, config: TrainConfig
     and return the card and the trained method. ``held_out``: the split's other video ids,
     which only a method with a meta set may use (Meta-USCL's ``held_out`` preset).
     ``log_metrics``: write the per-epoch dvclive logs (the stage does)."""
-    out_dir = Path(out_dir)
+    out_dir, config = Path(out_dir), config.resolved()
     dist = distributed.init()
     device = dist.device()
     torch.manual_seed(config.seed)

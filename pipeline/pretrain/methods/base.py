@@ -41,12 +41,12 @@ def register(name: str):
 
 
 def build_method(config: TrainConfig, num_classes: int = 2) -> Method:
-    """``config.method`` with the knobs of ``config`` and a classifier (if it has one) over
-    ``num_classes`` classes."""
+    """``config.method`` with the knobs of ``config`` (its preset's where null) and a
+    classifier (if it has one) over ``num_classes`` classes."""
     if config.method not in METHODS:
         raise ValueError(f"unknown method {config.method!r}; choose from "
                          f"{', '.join(sorted(METHODS))}")
-    return METHODS[config.method](config, max(1, num_classes))
+    return METHODS[config.method](config.resolved(), max(1, num_classes))
 
 
 class Method(nn.Module):

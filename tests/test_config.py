@@ -121,6 +121,8 @@ def test_presets_fill_only_the_knobs_left_null():
     code = TrainConfig(preset="code", jitter_p=0.5)
     assert knobs(code.resolved()) == (0.2, 256, 0.5, "constant_then_cosine")
     assert code.resolved().resolved() == code.resolved()
+    with pytest.raises(ValueError, match="train.lr_schedule: 'linear' is not one of"):
+        TrainConfig(lr_schedule="linear")
 
 
 def test_a_replaced_preset_brings_its_own_knobs():
@@ -132,5 +134,3 @@ def test_a_replaced_preset_brings_its_own_knobs():
     assert knobs(replace(code, preset="proto", supervised_weight=0.2).resolved()) == (
         0.2, 128, 0.8, "cosine_per_step")
     assert build_method(replace(code, preset="proto")).config.supervised_weight == 0.0
-    with pytest.raises(ValueError, match="train.lr_schedule: 'linear' is not one of"):
-        TrainConfig(lr_schedule="linear")

@@ -178,11 +178,14 @@ def finetuned(downstream: Manifest, card: RunCard, backbone: Path, finetune: Fin
 
 def pretrained(name: str, work: Path) -> tuple[RunCard, Path, float]:
     """A run's backbone and card in ``work/runs/<name>``, pretrained there first (resuming
-    from its checkpoint) unless they are there already; with the seconds pretraining took."""
+    from its checkpoint) unless they are there already from the same config; with the
+    seconds pretraining took."""
     config, clips = RUNS[name]
     folder = work / "runs" / name
     if (folder / "card.json").is_file() and (folder / "backbone.pt").is_file():
-        return RunCard.load(folder / "card.json"), folder / "backbone.pt", 0.0
+        card = RunCard.load(folder / "card.json")
+        if card.params == asdict(config.resolved()):
+            return card, folder / "backbone.pt", 0.0
     corpus = load_manifest(prepared(work, SCAN_AREA.get(name, "off"))[0])
     split = split_table(corpus.videos, 0.2, 0)
     ok = corpus.videos[corpus.videos["status"] == "ok"]

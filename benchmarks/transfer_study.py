@@ -65,9 +65,10 @@ RUNS: dict[str, tuple[TrainConfig | None, str]] = {
     "proto-jitter-always": (replace(PROTO, jitter_p=1.0), "all"),
     "proto-epoch-schedule": (replace(PROTO, lr_schedule="constant_then_cosine"), "all"),
     "proto-train-split": (PROTO, "train"),
+    "proto-seed1": (replace(PROTO, seed=1), "all"),  # how far a pretraining seed alone moves it
 }
 ABLATION = ("code-pairs", "proto+ce", "proto-projection-256", "proto-jitter-always",
-            "proto-epoch-schedule", "proto-train-split")
+            "proto-epoch-schedule", "proto-train-split", "proto-seed1")
 # runs on frames cropped to the scan area with everything outside it zeroed (issue 13)
 SCAN_AREA = {"paper-pairs-scan-area": "crop_and_mask"}
 RUNS["paper-pairs-scan-area"] = (PAPER_PAIRS, "all")

@@ -181,14 +181,26 @@ def compare_command(
         run_b: Annotated[Path, typer.Argument(help="Output folder of run B, same folds.")],
         protocol: Annotated[str, typer.Option(help="finetune | linear | knn")] = "finetune",
         level: Annotated[str, typer.Option(help="video | frame")] = "video",
+        also_a: Annotated[list[Path] | None, typer.Option(
+            "--also-a", help="Another run of A's recipe (another pretraining seed; "
+                             "repeatable): A is then the mean of its runs and the CI "
+                             "resamples runs as well as patients.")] = None,
+        also_b: Annotated[list[Path] | None, typer.Option(
+            "--also-b", help="Another run of B's recipe (repeatable).")] = None,
         resamples: int = 2000, seed: int = 0, as_json: JsonOption = False) -> None:
-    """A minus B: accuracy, macro F1 and AUC with a paired bootstrap 95 % CI over patients."""
+    """A minus B: accuracy, macro F1 and AUC with a paired bootstrap 95 % CI over patients
+    (and over runs, where a side has several)."""
     from pipeline.evaluate.compare import compare, load_predictions
 
+    sides = [[run_a, *(also_a or [])], [run_b, *(also_b or [])]]
     try:
-        (a, classes), (b, other) = (load_predictions(run, protocol) for run in (run_a, run_b))
-        if classes != other:
-            raise ValueError(f"different classes: {classes} and {other}")
+        loaded = [[load_predictions(run, protocol) for run in side] for side in sides]
+        classes = loaded[0][0][1]
+        for run, (_, other) in zip([run for side in sides for run in side],
+                                   [item for side in loaded for item in side], strict=True):
+            if other != classes:
+                raise ValueError(f"{run}: classes {other}, not {classes}")
+        a, b = ([table for table, _ in side] for side in loaded)
         differences = compare(a, b, classes, level, resamples, seed)
     except (FileNotFoundError, ValueError) as error:
         error_line(str(error))
@@ -196,8 +208,9 @@ def compare_command(
     if as_json:
         _print_json([{**vars(d), "supported": d.supported} for d in differences])
         return
-    table = Table(title=f"{run_a} - {run_b} ({protocol}, {level} "
-                        f"level, 95 % CI over {a['group'].nunique()} groups)")
+    over = f"{a[0]['group'].nunique()} groups" + "".join(
+        f", {len(side)} runs of {side[0]}" for side in sides if len(side) > 1)
+    table = Table(title=f"{run_a} - {run_b} ({protocol}, {level} level, 95 % CI over {over})")
     for column in ("metric", "A", "B", "A - B", "95 % CI", "supported"):
         table.add_column(column)
     for d in differences:

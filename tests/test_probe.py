@@ -103,6 +103,29 @@ def test_bootstrap_matches_the_hand_computed_distribution():
     assert (accuracy.low, accuracy.high) == (0.0, 1.0) and not accuracy.supported
 
 
+def test_recipes_of_several_runs_resample_the_runs_as_well():
+    """Recipe A = one run right on every group and one wrong on every group, recipe B = two
+    runs right everywhere: group resamples change nothing, and A's two runs drawn with
+    replacement give mean accuracy 1 (p = 1/4), 0.5 (1/2) or 0 (1/4), so A - B is 0, -0.5 or
+    -1 with those probabilities: interval [-1, 0], point -0.5."""
+    right, wrong = _run([True] * 4), _run([False] * 4)
+    draws = bootstrap_differences([units(t, ["x", "y"], "frame") for t in (right, wrong)],
+                                  [units(right, ["x", "y"], "frame")] * 2, ["x", "y"],
+                                  resamples=4000, seed=2)["accuracy"]
+    values, counts = np.unique(draws, return_counts=True)
+    assert values.tolist() == [-1.0, -0.5, 0.0]
+    np.testing.assert_allclose(counts / 4000, [0.25, 0.5, 0.25], atol=0.03)
+    accuracy = compare([right, wrong], [right, right], ["x", "y"], "frame", resamples=4000)[0]
+    assert (accuracy.a, accuracy.b, accuracy.difference) == (0.5, 1.0, -0.5)
+    assert (accuracy.low, accuracy.high) == (-1.0, 0.0) and not accuracy.supported
+    # one run a side: the two-run machinery gives exactly the single-run comparison
+    a, b = _run([True, True, False, True]), _run([True, False, False, True])
+    both = {"resamples": 300, "metrics": ("accuracy", "macro_f1")}  # AUC: one class, nan
+    assert compare([a], [b], ["x", "y"], **both) == compare(a, b, ["x", "y"], **both)
+    with pytest.raises(ValueError, match="identical folds"):
+        compare([a, a.assign(fold=1)], [b], ["x", "y"])
+
+
 def test_a_consistent_difference_is_supported_and_unpaired_runs_are_refused():
     a, b = _run([True] * 30), _run([True] * 10 + [False] * 20)
     accuracy = compare(a, b, ["x", "y"], level="video", resamples=500)[0]
@@ -120,7 +143,8 @@ def test_compare_command_reads_two_probe_outputs_and_names_a_wrong_folder(tmp_pa
 
     from pipeline.cli import app
 
-    for name, correct in (("a", [True] * 12), ("b", [True] * 4 + [False] * 8)):
+    for name, correct in (("a", [True] * 12), ("b", [True] * 4 + [False] * 8),
+                          ("a2", [False] * 12)):
         (tmp_path / name).mkdir()
         _run(correct).assign(protocol="linear").to_parquet(tmp_path / name / "predictions.parquet")
     result = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"),
@@ -128,6 +152,12 @@ def test_compare_command_reads_two_probe_outputs_and_names_a_wrong_folder(tmp_pa
     assert result.exit_code == 0, result.output
     accuracy = next(row for row in json.loads(result.output) if row["metric"] == "accuracy")
     assert accuracy["difference"] == pytest.approx(8 / 12) and accuracy["supported"]
+    two_runs = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"),
+                                        "--also-a", str(tmp_path / "a2"), "--protocol",
+                                        "linear", "--json", "--resamples", "300"])
+    assert two_runs.exit_code == 0, two_runs.output
+    accuracy = next(row for row in json.loads(two_runs.output) if row["metric"] == "accuracy")
+    assert accuracy["a"] == pytest.approx(0.5) and accuracy["difference"] == pytest.approx(1 / 6)
     missing = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b")])
     assert missing.exit_code == 2 and "no curves.csv" in " ".join(missing.output.split())
 

@@ -7,6 +7,8 @@ prediction per frame (the class probabilities averaged over seeds) or per video 
 averaged). A bootstrap resample draws the groups (patients) with replacement and takes every
 unit of each drawn group, for both runs at once, so the interval reflects which patients
 happened to be in the study and the pairing removes what both runs share. Percentile interval.
+A side may be several runs of one recipe (pretraining seeds): each resample then also draws
+its runs with replacement, so the interval covers the seed-to-seed variation too.
 """
 
 from __future__ import annotations
@@ -86,54 +88,72 @@ class Difference:
         return self.low > 0 or self.high < 0
 
 
-def bootstrap_differences(a: pd.DataFrame, b: pd.DataFrame, classes: list[str],
+def bootstrap_differences(a: pd.DataFrame | list[pd.DataFrame],
+                          b: pd.DataFrame | list[pd.DataFrame], classes: list[str],
                           resamples: int = 2000, seed: int = 0,
                           metrics: tuple[str, ...] = METRICS) -> dict[str, np.ndarray]:
     """Per metric, ``resamples`` values of metric(a) - metric(b) on the same group resamples.
-    ``a`` and ``b``: aligned unit tables (same rows in the same order)."""
+    ``a`` and ``b``: aligned unit tables (same rows in the same order), or lists of them, one
+    per pretraining run of a recipe: each resample then also draws each side's runs with
+    replacement (from a random stream of its own, so one run a side gives the same values as
+    a single table) and takes the mean of the metric over the drawn runs."""
+    sides = [a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]]
     columns = [f"p_{c}" for c in classes]
-    groups = a["group"].astype(str).to_numpy()
-    names, inverse = np.unique(groups, return_inverse=True)
+    first = sides[0][0]
+    names, inverse = np.unique(first["group"].astype(str).to_numpy(), return_inverse=True)
     members = [np.flatnonzero(inverse == g) for g in range(len(names))]
-    true = a["label"].to_numpy()
-    probabilities = a[columns].to_numpy(), b[columns].to_numpy()
-    rng = np.random.default_rng(seed)
+    true = first["label"].to_numpy()
+    probabilities = [[run[columns].to_numpy() for run in side] for side in sides]
+    rng, run_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     result = {metric: np.empty(resamples) for metric in metrics}
     for r in range(resamples):
         rows = np.concatenate([members[g] for g in rng.integers(0, len(names), len(names))])
-        first = metric_values(true[rows], probabilities[0][rows], metrics)
-        second = metric_values(true[rows], probabilities[1][rows], metrics)
+        means = []
+        for side in probabilities:
+            values = [metric_values(true[rows], run[rows], metrics) for run in side]
+            drawn = run_rng.integers(0, len(side), len(side))
+            means.append({metric: np.mean([values[k][metric] for k in drawn])
+                          for metric in metrics})
         for metric in metrics:
-            result[metric][r] = first[metric] - second[metric]
+            result[metric][r] = means[0][metric] - means[1][metric]
     return result
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame, classes: list[str], level: str = "video",
-            resamples: int = 2000, seed: int = 0, confidence: float = 0.95,
-            metrics: tuple[str, ...] = METRICS) -> list[Difference]:
+def compare(a: pd.DataFrame | list[pd.DataFrame], b: pd.DataFrame | list[pd.DataFrame],
+            classes: list[str], level: str = "video", resamples: int = 2000, seed: int = 0,
+            confidence: float = 0.95, metrics: tuple[str, ...] = METRICS) -> list[Difference]:
     """``a`` minus ``b`` per metric (``metrics``, in that order) with a paired percentile
-    bootstrap CI over groups; an error when the two were not evaluated on the same folds and
-    units."""
-    if ("repeat" in a) != ("repeat" in b):
+    bootstrap CI over groups; an error when they were not evaluated on the same folds and
+    units. ``a`` or ``b`` may be a list of runs of one recipe (pretraining seeds): its value
+    is then the mean over its runs, and the interval resamples runs as well as groups
+    (:func:`bootstrap_differences`), so it covers the seed-to-seed variation that an
+    interval between two single runs does not."""
+    sides = [a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]]
+    runs = [run for side in sides for run in side]
+    if len({"repeat" in run for run in runs}) > 1:
         raise ValueError("one run was evaluated on repeated fold assignments (fold_seeds) and "
                          "the other on the persisted folds only; a paired comparison needs "
                          "the same folds")
-    a, b = units(a, classes, level), units(b, classes, level)
-    key = ["repeat"] * ("repeat" in a) + ["fold", "video_id"] + \
+    sides = [[units(run, classes, level) for run in side] for side in sides]
+    reference = sides[0][0]
+    key = ["repeat"] * ("repeat" in reference) + ["fold", "video_id"] + \
         (["kept_index"] if level == "frame" else [])
-    if not a[key + ["label"]].equals(b[key + ["label"]]):
-        raise ValueError("the two runs were not evaluated on identical folds and test units; "
+    if not all(run[key + ["label"]].equals(reference[key + ["label"]])
+               for side in sides for run in side):
+        raise ValueError("the runs were not evaluated on identical folds and test units; "
                          "a paired comparison needs the same split and selection")
     columns = [f"p_{c}" for c in classes]
-    point = {name: metric_values(t["label"].to_numpy(), t[columns].to_numpy(), metrics)
-             for name, t in (("a", a), ("b", b))}
-    draws = bootstrap_differences(a, b, classes, resamples, seed, metrics)
+    point = [{metric: float(np.mean([metric_values(run["label"].to_numpy(),
+                                                   run[columns].to_numpy(), metrics)[metric]
+                                     for run in side])) for metric in metrics}
+             for side in sides]
+    draws = bootstrap_differences(*sides, classes, resamples, seed, metrics)
     tail = (1 - confidence) / 2 * 100
     result = []
     for metric in metrics:
         values = draws[metric][~np.isnan(draws[metric])]
         low, high = np.percentile(values, [tail, 100 - tail]) if len(values) else (np.nan,) * 2
-        result.append(Difference(metric, point["a"][metric], point["b"][metric],
-                                 point["a"][metric] - point["b"][metric], float(low),
+        result.append(Difference(metric, point[0][metric], point[1][metric],
+                                 point[0][metric] - point[1][metric], float(low),
                                  float(high)))
     return result

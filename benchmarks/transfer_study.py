@@ -177,16 +177,16 @@ def finetuned(downstream: Manifest, card: RunCard, backbone: Path, finetune: Fin
     return metrics, round(time.perf_counter() - started)
 
 
-def pretrained(name: str, work: Path) -> tuple[RunCard, Path, float]:
+def pretrained(name: str, work: Path) -> tuple[RunCard, Path, float | None]:
     """A run's backbone and card in ``work/runs/<name>``, pretrained there first (resuming
     from its checkpoint) unless they are there already from the same config; with the
-    seconds pretraining took."""
+    seconds pretraining took (None: pretrained by an earlier command)."""
     config, clips = RUNS[name]
     folder = work / "runs" / name
     if (folder / "card.json").is_file() and (folder / "backbone.pt").is_file():
         card = RunCard.load(folder / "card.json")
         if card.params == asdict(config.resolved()):
-            return card, folder / "backbone.pt", 0.0
+            return card, folder / "backbone.pt", None
     corpus = load_manifest(prepared(work, SCAN_AREA.get(name, "off"))[0])
     split = split_table(corpus.videos, 0.2, 0)
     ok = corpus.videos[corpus.videos["status"] == "ok"]
@@ -225,7 +225,8 @@ def run(name: str, work: Path, out: Path, repeats: int = 1) -> None:
     with atomic_path(folder / "probe.parquet") as temporary:
         probe.to_parquet(temporary, index=False)
     summary = {"run": name, "clips": clips, "train_videos": card.train_videos,
-               "config": asdict(config.resolved()), "pretrain_s": round(pretrain_s),
+               "config": asdict(config.resolved()),
+               "pretrain_s": None if pretrain_s is None else round(pretrain_s),
                "probe_s": round(probe_s), "final_losses": card.final_losses, "metrics": {}}
     for protocol, table in probe.groupby("protocol"):
         summary["metrics"][protocol] = level_scores(table, CLASSES, "regular")

@@ -2,7 +2,7 @@
 in issue 11's measurement: the same frozen features of the POCUS frames, probed several ways,
 random init against pretrained backbones, with paired bootstrap CIs over patients.
 
-    python benchmarks/probe_baselines.py proto+ce --json docs/probe_baselines.json
+    python benchmarks/probe_baselines.py proto --json docs/probe_baselines.json
 
 Backbones: the study's ``scratch`` (its seeded random initialisation) and the named study runs,
 from ``--work/runs/<run>`` (pretrained there first if missing). Probes, on the study's folds

@@ -88,6 +88,11 @@ class Difference:
         return self.low > 0 or self.high < 0
 
 
+def _runs(side: pd.DataFrame | list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """A side of a comparison as its list of runs (one table: one run)."""
+    return side if isinstance(side, list) else [side]
+
+
 def bootstrap_differences(a: pd.DataFrame | list[pd.DataFrame],
                           b: pd.DataFrame | list[pd.DataFrame], classes: list[str],
                           resamples: int = 2000, seed: int = 0,
@@ -97,7 +102,7 @@ def bootstrap_differences(a: pd.DataFrame | list[pd.DataFrame],
     per pretraining run of a recipe: each resample then also draws each side's runs with
     replacement (from a random stream of its own, so one run a side gives the same values as
     a single table) and takes the mean of the metric over the drawn runs."""
-    sides = [a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]]
+    sides = [_runs(a), _runs(b)]
     columns = [f"p_{c}" for c in classes]
     first = sides[0][0]
     names, inverse = np.unique(first["group"].astype(str).to_numpy(), return_inverse=True)
@@ -128,7 +133,7 @@ def compare(a: pd.DataFrame | list[pd.DataFrame], b: pd.DataFrame | list[pd.Data
     is then the mean over its runs, and the interval resamples runs as well as groups
     (:func:`bootstrap_differences`), so it covers the seed-to-seed variation that an
     interval between two single runs does not."""
-    sides = [a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]]
+    sides = [_runs(a), _runs(b)]
     runs = [run for side in sides for run in side]
     if len({"repeat" in run for run in runs}) > 1:
         raise ValueError("one run was evaluated on repeated fold assignments (fold_seeds) and "
@@ -143,10 +148,10 @@ def compare(a: pd.DataFrame | list[pd.DataFrame], b: pd.DataFrame | list[pd.Data
         raise ValueError("the runs were not evaluated on identical folds and test units; "
                          "a paired comparison needs the same split and selection")
     columns = [f"p_{c}" for c in classes]
-    point = [{metric: float(np.mean([metric_values(run["label"].to_numpy(),
-                                                   run[columns].to_numpy(), metrics)[metric]
-                                     for run in side])) for metric in metrics}
-             for side in sides]
+    per_run = [[metric_values(run["label"].to_numpy(), run[columns].to_numpy(), metrics)
+                for run in side] for side in sides]
+    point = [{metric: float(np.mean([values[metric] for values in side])) for metric in metrics}
+             for side in per_run]
     draws = bootstrap_differences(*sides, classes, resamples, seed, metrics)
     tail = (1 - confidence) / 2 * 100
     result = []

@@ -84,9 +84,15 @@ RUNS.update({f"{method}-s{seed}": (replace(SIMCLR_STUDY if method == "simclr" el
                                            method=method, seed=seed), "all")
              for seed in STUDY_SEEDS for method in STUDY_METHODS
              if (method, seed) != ("scratch", 0)})  # that one is "scratch" above
+# a third pretraining seed for the default recipe, random init and the prototype's recipe: one
+# seed moves the probes as far as any recipe change does (results.md)
+RUNS.update({f"{method}-s2": (replace(STUDY, method=method, seed=2), "all")
+             for method in ("uscl", "scratch")})
+RUNS["proto-seed2"] = (replace(PROTO, seed=2), "all")
 # issue 11 §0: bf16 autocast + channels_last against fp32, same seeds (paired with uscl-s0)
 RUNS["uscl-s0-fp32"] = (replace(STUDY, method="uscl", seed=0, amp=False), "all")
 FINETUNED = ("scratch", "proto", "code", "paper-pairs", "paper-pairs-scan-area", *ABLATION,
+             "proto-seed2",
              *(name for name in RUNS if name[-3:-1] == "-s"))
 FINETUNE = FinetuneConfig(epochs=15, image_size=SIZE, workers=2)
 # fine-tuning variants of a pretrained run: why last-block fine-tuning can lose to scratch

@@ -22,7 +22,7 @@ from pipeline.evaluate.segmentation import summary
 CLASSES = ["covid", "pneumonia", "regular"]
 
 
-def experiment(folder, method, right):
+def experiment(folder, method, right, seed=0):
     """Two folds x two epochs; ``right`` test frames of 6 per fold correct at the end."""
     curves = pd.DataFrame({"fold": [0, 0, 1, 1], "seed": 0, "epoch": [0, 1, 0, 1],
                            "train_loss": [1.0, 0.5, 1.0, 0.5], "train_accuracy": 0.5,
@@ -43,7 +43,7 @@ def experiment(folder, method, right):
     write_json(folder / "metrics.json", evaluate(predictions, curves, CLASSES, "regular"))
     selected(predictions, curves, "last_epoch").to_parquet(folder / "predictions.parquet")
     RunCard(method=method, preset="code", backbone="resnet18", classes=CLASSES, train_videos=9,
-            labelled_videos=9, epochs=3, params={"method": method}, data="0",
+            labelled_videos=9, epochs=3, params={"method": method, "seed": seed}, data="0",
             normalisation=Normalisation((0.5,) * 3, (0.25,) * 3)).save(folder / "card.json")
     draw_figures(plot_tables(predictions, curves, CLASSES), CLASSES, folder / "figures", method)
 
@@ -68,6 +68,30 @@ def test_report_renders_one_row_per_experiment(tmp_path):
     page = out.with_suffix(".html").read_text()
     assert page.count("data:image/png;base64,") == 6 and "<td>scratch</td>" in page
     assert "Paired differences" in page and "<td>+50.0 [" in page
+
+
+def test_report_compares_recipes_over_their_pretraining_seeds(tmp_path):
+    for name, method, right, seed in (("uscl-s0", "uscl", 6, 0), ("uscl-s1", "uscl", 4, 1),
+                                      ("scratch-s0", "scratch", 3, 0),
+                                      ("scratch-s1", "scratch", 2, 1)):
+        experiment(tmp_path / name, method, right, seed)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", *(str(tmp_path / name) for name in (
+        "uscl-s0", "uscl-s1", "scratch-s0", "scratch-s1")), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.with_suffix(".md").read_text()
+    recipes = text.split("## Recipes over pretraining seeds")[1].splitlines()
+    row = next(line for line in recipes if line.startswith("| uscl-s0 + uscl-s1 |"))
+    # 12 test videos a run: uscl right on 12 and 8, scratch on 6 and 4 -> (20 - 10) / 24
+    assert row.startswith("| uscl-s0 + uscl-s1 | scratch-s0 + scratch-s1 | **+41.7 [")
+    assert sum(line.startswith("| ") for line in recipes) == 2  # header, the one pair
+    single = next(line for line in text.splitlines() if line.startswith("| uscl-s1 | scratch-s0"))
+    assert single.startswith("| uscl-s1 | scratch-s0 | +16.7 [")  # 8 - 6 of 12, per run
+    assert "Recipes over pretraining seeds" in out.with_suffix(".html").read_text()
+    # one run a recipe: no recipe table
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "uscl-s0"),
+                                      str(tmp_path / "scratch-s0"), "-o", str(out)])
+    assert result.exit_code == 0 and "Recipes" not in out.with_suffix(".md").read_text()
 
 
 def test_report_names_a_folder_that_is_not_an_experiment(tmp_path):

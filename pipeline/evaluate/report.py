@@ -4,7 +4,9 @@ A run is a folder holding an evaluate stage's output: ``metrics.json``, ``card.j
 pretraining card), ``figures/*.png`` and, when image tasks ran, ``tasks/<name>/metrics.json``
 (e.g. ``results/`` copied per experiment): one more table per task. The table
 gives the honest last-epoch numbers, per-run mean ± std, and the papers' best-test-epoch
-accuracy in a column labelled optimistic. The HTML embeds the figures.
+accuracy in a column labelled optimistic. Paired differences to the scratch and SimCLR runs
+follow, and, where some recipe was run with several pretraining seeds, the same differences
+between recipes over their seeds. The HTML embeds the figures.
 """
 
 from __future__ import annotations
@@ -169,25 +171,44 @@ def _protocol(runs: list[Run]) -> str:
 REFERENCES = ("scratch", "simclr")  # every run is compared with these methods' runs
 
 
-def differences(runs: list[Run], resamples: int = 2000) -> tuple[list[str], list[list[str]]]:
+def recipes(runs: list[Run]) -> list[list[Run]]:
+    """The runs grouped by recipe, in the order first seen: runs whose cards agree on
+    everything (method, preset, training data, the whole ``train`` config) but the
+    pretraining seed."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        params = {key: value for key, value in run.card.params.items() if key != "seed"}
+        key = json.dumps([run.card.method, run.card.preset, run.card.data, params],
+                         sort_keys=True, default=str)
+        groups.setdefault(key, []).append(run)
+    return list(groups.values())
+
+
+def differences(runs: list[Run], resamples: int = 2000, by_recipe: bool = False
+                ) -> tuple[list[str], list[list[str]]]:
     """Header and rows: each run against each reference run (method scratch or simclr):
     accuracy, macro F1 and macro AUC differences at video level with paired 95 % CIs over
-    patients (``docs/methods.md`` §8.7); bold where the CI excludes 0."""
-    header = ["run", "against", "Δ accuracy [95 % CI]", "Δ macro F1 [95 % CI]",
-              "Δ macro AUC [95 % CI]"]
+    patients (``docs/methods.md`` §8.7); bold where the CI excludes 0. ``by_recipe``: each
+    recipe (:func:`recipes`) against each reference recipe instead, a recipe's value the mean
+    over its runs and its interval resampling runs as well as patients."""
+    sides = recipes(runs) if by_recipe else [[run] for run in runs]
+    header = ["recipe (its runs)" if by_recipe else "run", "against", "Δ accuracy [95 % CI]",
+              "Δ macro F1 [95 % CI]", "Δ macro AUC [95 % CI]"]
     rows = []
     classes = list(runs[0].metrics["last_epoch"]["pooled"]["per_class"])
-    for reference in [run for run in runs if run.card.method in REFERENCES]:
-        for run in runs:
-            if run is reference or run.predictions is None or reference.predictions is None:
+    for reference in [side for side in sides if side[0].card.method in REFERENCES]:
+        for side in sides:
+            if side is reference or any(run.predictions is None for run in side + reference):
                 continue
+            names = [" + ".join(run.name for run in group) for group in (side, reference)]
             try:
-                found = compare(run.predictions, reference.predictions, classes, "video",
+                found = compare([run.predictions for run in side],
+                                [run.predictions for run in reference], classes, "video",
                                 resamples)
             except ValueError:
-                rows.append([run.name, reference.name, "different folds: not paired", "", ""])
+                rows.append([*names, "different folds: not paired", "", ""])
                 continue
-            rows.append([run.name, reference.name, *[_with_interval(d) for d in found]])
+            rows.append([*names, *[_with_interval(d) for d in found]])
     return header, rows
 
 
@@ -211,6 +232,12 @@ def markdown(runs: list[Run], title: str = "Method comparison",
                   "bootstrap interval over patients; **bold** where it excludes 0.", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += [_markdown_row(row, escaped=2) for row in rows]
+    if _has_seeds(runs):
+        header, rows = differences(runs, by_recipe=True)
+        lines += ["", "## Recipes over pretraining seeds (video level, points)", "",
+                  _RECIPES_NOTE, "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]
+        lines += [_markdown_row(row, escaped=2) for row in rows]
     for task, header, rows in task_tables(runs):
         lines += ["", f"## Task {markdown_text(task)} (last epoch, %)", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -222,6 +249,18 @@ def markdown(runs: list[Run], title: str = "Method comparison",
                       f"({quote(Path(os.path.relpath(figure, base)).as_posix())})"
                       for figure in run.figures]
     return "\n".join(lines) + "\n"
+
+
+_RECIPES_NOTE = ("Runs whose cards differ only in the seed are one recipe. A recipe's value "
+                 "is the mean over its runs, and the 95 % bootstrap interval resamples its "
+                 "runs as well as the patients, so it covers seed-to-seed variation that an "
+                 "interval between two single runs does not (with two or three runs, "
+                 "roughly); **bold** where it excludes 0.")
+
+
+def _has_seeds(runs: list[Run]) -> bool:
+    """Whether some recipe has more than one run (pretraining seed)."""
+    return any(len(recipe) > 1 for recipe in recipes(runs))
 
 
 def _markdown_row(row: list[str], escaped: int = 3) -> str:
@@ -264,11 +303,17 @@ def _html_tasks(runs: list[Run]) -> str:
 
 
 def _html_differences(runs: list[Run]) -> str:
-    header, rows = differences(runs)
-    if not rows:
-        return ""
-    cells = "".join(f"<th>{html.escape(name)}</th>" for name in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell.strip('*'))}</td>" for cell in row)
-                   + "</tr>" for row in rows)
-    return ("<h2>Paired differences (video level, points; 95 % bootstrap CI over patients)"
-            f"</h2><table><tr>{cells}</tr>{body}</table>")
+    tables = [("Paired differences (video level, points; 95 % bootstrap CI over patients)",
+               "", differences(runs))]
+    if _has_seeds(runs):
+        tables.append(("Recipes over pretraining seeds (video level, points)",
+                       f"<p>{html.escape(_RECIPES_NOTE.replace('**', ''))}</p>",
+                       differences(runs, by_recipe=True)))
+    parts = []
+    for title, note, (header, rows) in tables:
+        if rows:
+            cells = "".join(f"<th>{html.escape(name)}</th>" for name in header)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(cell.strip('*'))}</td>"
+                                            for cell in row) + "</tr>" for row in rows)
+            parts.append(f"<h2>{title}</h2>{note}<table><tr>{cells}</tr>{body}</table>")
+    return "".join(parts)

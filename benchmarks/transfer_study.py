@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.atomic import atomic_path, write_json, write_text
@@ -32,7 +33,7 @@ from pipeline.config import DecodeConfig, FinetuneConfig, ProbeConfig, TrainConf
 from pipeline.data.ingest import ingest
 from pipeline.data.manifest import Manifest, load_manifest
 from pipeline.data.splits import split_table
-from pipeline.evaluate.compare import compare
+from pipeline.evaluate.compare import compare, metric_values, units
 from pipeline.evaluate.evaluation import level_scores, selected
 from pipeline.evaluate.finetune import cross_validate, select_videos
 from pipeline.evaluate.probe import frame_features, probe_functions, repeated_probes
@@ -91,6 +92,14 @@ RUNS.update({f"{method}-s2": (replace(STUDY, method=method, seed=2), "all")
 RUNS["proto-seed2"] = (replace(PROTO, seed=2), "all")
 # issue 11 §0: bf16 autocast + channels_last against fp32, same seeds (paired with uscl-s0)
 RUNS["uscl-s0-fp32"] = (replace(STUDY, method="uscl", seed=0, amp=False), "all")
+# recipes over pretraining seeds: a recipe's runs differ only in the seed
+RECIPES: dict[str, tuple[str, ...]] = {
+    "random init": ("scratch", "scratch-s1", "scratch-s2"),
+    "uscl, code preset (the default)": ("uscl-s0", "uscl-s1", "uscl-s2"),
+    "the prototype's recipe": ("proto", "proto-seed1", "proto-seed2"),
+    **{method: tuple(f"{method}-s{seed}" for seed in STUDY_SEEDS)
+       for method in STUDY_METHODS if method not in ("uscl", "scratch")},
+}
 FINETUNED = ("scratch", "proto", "code", "paper-pairs", "paper-pairs-scan-area", *ABLATION,
              "proto-seed2",
              *(name for name in RUNS if name[-3:-1] == "-s"))
@@ -300,6 +309,7 @@ def report(out: Path, work: Path) -> str:
              "paired bootstrap over patients (2000 resamples, 95 % percentile CI) on the fold "
              "seeds both runs have (named when fewer than 3); **bold** where the CI excludes "
              "0.", ""]
+    lines += recipe_tables(out, units)
     for protocol in ("linear", "knn", "finetune"):
         for level in ("video", "frame"):
             rows = [n for n in names if protocol in summaries[n]["metrics"]]
@@ -347,6 +357,66 @@ def references(name: str) -> tuple[str, str]:
     return "scratch", "proto"
 
 
+def recipe_tables(out: Path, units: dict[str, str]) -> list[str]:
+    """Report lines: each recipe's mean accuracy over its finished runs (pretraining seeds)
+    and its difference to random init and to the default recipe, over runs and patients
+    (the two-level bootstrap of ``uspipe compare --also-a``). Fine-tuning on the fold seeds
+    every run shown has."""
+    present = {recipe: [name for name in names if (out / name / "summary.json").is_file()]
+               for recipe, names in RECIPES.items()}
+    present = {recipe: names for recipe, names in present.items() if names}
+    if not present:
+        return []
+    reference, default = list(RECIPES)[:2]
+    lines = ["## Recipes over pretraining seeds", "",
+             "A recipe's runs differ only in the pretraining seed. Accuracy: the mean over its "
+             "runs ± their standard deviation (the seed-to-seed spread). Differences: "
+             "recipe means, 95 % interval of a bootstrap that resamples the runs of each "
+             "side as well as the patients (coarse with two or three runs a side).", ""]
+    for protocol in ("linear", "knn", "finetune"):
+        tables = {recipe: [_predictions(out, name, protocol, units) for name in names]
+                  for recipe, names in present.items()}
+        tables = {recipe: [t for t in found if t is not None] for recipe, found in tables.items()}
+        tables = {recipe: found for recipe, found in tables.items() if found}
+        if reference not in tables:
+            continue
+        common = set.intersection(*(set(t["repeat"]) for found in tables.values()
+                                    for t in found))
+        tables = {recipe: [t[t["repeat"].isin(common)] for t in found]
+                  for recipe, found in tables.items()}
+        for level in ("video", "frame"):
+            lines += [f"### {protocol}, {level} level ({len(common)} fold "
+                      f"seed{'s' * (len(common) > 1)})", "",
+                      "| recipe | pretraining epochs | runs | accuracy (mean ± std over runs) "
+                      f"| Δ acc. vs {reference} [95 % CI] | Δ acc. vs {default} [95 % CI] |",
+                      "|---|---|---|---|---|---|"]
+            for recipe, found in tables.items():
+                accuracies = [_accuracy(table, level) for table in found]
+                epochs = RUNS[present[recipe][0]][0].epochs if recipe != reference else "-"
+                cells = [recipe, str(epochs), str(len(found)),
+                         f"{np.mean(accuracies):.3f} ± {np.std(accuracies, ddof=1):.3f}"
+                         if len(found) > 1 else f"{accuracies[0]:.3f}"]
+                cells += ["-" if other == recipe or other not in tables else
+                          _interval(found, tables[other], level) for other in (reference, default)]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+    return lines
+
+
+def _accuracy(table: pd.DataFrame, level: str) -> float:
+    unit = units(table, CLASSES, level)
+    return metric_values(unit["label"].to_numpy(), unit[[f"p_{c}" for c in CLASSES]].to_numpy(),
+                         ("accuracy",))["accuracy"]
+
+
+def _interval(a: pd.DataFrame | list[pd.DataFrame], b: pd.DataFrame | list[pd.DataFrame],
+              level: str) -> str:
+    """A minus B's accuracy with its paired bootstrap CI (a side: one run or a recipe's)."""
+    (accuracy,) = compare(a, b, CLASSES, level, metrics=("accuracy",))
+    text = f"{accuracy.difference:+.3f} [{accuracy.low:+.3f}, {accuracy.high:+.3f}]"
+    return f"**{text}**" if accuracy.supported else text
+
+
 def _difference(out: Path, name: str, reference: str, protocol: str, level: str,
                 units: dict[str, str]) -> str:
     if name == reference:
@@ -355,10 +425,7 @@ def _difference(out: Path, name: str, reference: str, protocol: str, level: str,
     if a is None or b is None:
         return "n/a"
     common = set(a["repeat"]) & set(b["repeat"])  # runs fine-tuned on more fold seeds
-    a, b = a[a["repeat"].isin(common)], b[b["repeat"].isin(common)]
-    (accuracy,) = compare(a, b, CLASSES, level, metrics=("accuracy",))
-    text = f"{accuracy.difference:+.3f} [{accuracy.low:+.3f}, {accuracy.high:+.3f}]"
-    text = f"**{text}**" if accuracy.supported else text
+    text = _interval(a[a["repeat"].isin(common)], b[b["repeat"].isin(common)], level)
     return text if len(common) >= len(FOLD_SEEDS) or protocol != "finetune" \
         else f"{text} ({len(common)} fold seed{'s' * (len(common) > 1)})"
 

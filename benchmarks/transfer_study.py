@@ -33,7 +33,8 @@ from pipeline.config import DecodeConfig, FinetuneConfig, ProbeConfig, TrainConf
 from pipeline.data.ingest import ingest
 from pipeline.data.manifest import Manifest, load_manifest
 from pipeline.data.splits import split_table
-from pipeline.evaluate.compare import compare, metric_values, units
+from pipeline.evaluate.compare import compare, metric_values
+from pipeline.evaluate.compare import units as unit_predictions
 from pipeline.evaluate.evaluation import level_scores, selected
 from pipeline.evaluate.finetune import cross_validate, select_videos
 from pipeline.evaluate.probe import frame_features, probe_functions, repeated_probes
@@ -390,21 +391,56 @@ def recipe_tables(out: Path, units: dict[str, str]) -> list[str]:
                       "| recipe | pretraining epochs | runs | accuracy (mean ± std over runs) "
                       f"| Δ acc. vs {reference} [95 % CI] | Δ acc. vs {default} [95 % CI] |",
                       "|---|---|---|---|---|---|"]
+            accuracies = {recipe: [_accuracy(table, level) for table in found]
+                          for recipe, found in tables.items()}
             for recipe, found in tables.items():
-                accuracies = [_accuracy(table, level) for table in found]
+                values = accuracies[recipe]
                 epochs = RUNS[present[recipe][0]][0].epochs if recipe != reference else "-"
                 cells = [recipe, str(epochs), str(len(found)),
-                         f"{np.mean(accuracies):.3f} ± {np.std(accuracies, ddof=1):.3f}"
-                         if len(found) > 1 else f"{accuracies[0]:.3f}"]
+                         f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+                         if len(found) > 1 else f"{values[0]:.3f}"]
                 cells += ["-" if other == recipe or other not in tables else
                           _interval(found, tables[other], level) for other in (reference, default)]
                 lines.append("| " + " | ".join(cells) + " |")
-            lines.append("")
+            lines += ["", _detectable(tables, accuracies, reference, level), ""]
     return lines
 
 
+POWER_Z = 1.96 + 0.84  # a two-sided 5 % test with 80 % power
+
+
+def _detectable(tables: dict[str, list[pd.DataFrame]], accuracies: dict[str, list[float]],
+                reference: str, level: str) -> str:
+    """The smallest recipe difference this evaluation detects, with n pretraining seeds a
+    side: ``POWER_Z * sqrt(s_p^2 + 2 s_seed^2 / n)``. ``s_p``: the patients' SD of a paired
+    difference between two fixed backbones (the bootstrap interval's width / 3.92, root mean
+    square over every run against random init's first); ``s_seed``: the SD between the seeds
+    of one recipe, pooled over the recipes with several. ``s_p`` also holds the part of the
+    patients' effect that is particular to the two backbones, which averages out over seeds,
+    so the bound for unlimited seeds is an upper one."""
+    base = tables[reference][0]
+    widths = [difference.high - difference.low
+              for found in tables.values() for table in found if table is not base
+              for difference in compare(table, base, CLASSES, level, 500,
+                                        metrics=("accuracy",))]
+    spreads = [values for values in accuracies.values() if len(values) > 1]
+    if not widths or not spreads:
+        return "Detectable difference: needs runs of several seeds and recipes."
+    s_p = float(np.sqrt(np.mean(np.square(widths)))) / (2 * 1.96)
+    s_seed = float(np.sqrt(sum((len(v) - 1) * np.var(v, ddof=1) for v in spreads)
+                           / sum(len(v) - 1 for v in spreads)))
+    detectable = {n: POWER_Z * np.sqrt(s_p ** 2 + 2 * s_seed ** 2 / n) for n in (1, 3, 10)}
+    return ("Smallest difference between two recipes detected with 80 % power (5 %, "
+            "two-sided): " + ", ".join(f"{value:.3f} with {n} seed{'s' * (n > 1)} a side"
+                                       for n, value in detectable.items())
+            + f", at most {POWER_Z * s_p:.3f} with unlimited seeds (patients' SD of a paired "
+            f"difference between two backbones {s_p:.3f}, part of which averages out over "
+            f"seeds; seeds' SD {s_seed:.3f}, pooled over {len(spreads)} "
+            f"recipe{'s' * (len(spreads) > 1)}).")
+
+
 def _accuracy(table: pd.DataFrame, level: str) -> float:
-    unit = units(table, CLASSES, level)
+    unit = unit_predictions(table, CLASSES, level)
     return metric_values(unit["label"].to_numpy(), unit[[f"p_{c}" for c in CLASSES]].to_numpy(),
                          ("accuracy",))["accuracy"]
 

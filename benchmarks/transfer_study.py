@@ -23,6 +23,7 @@ import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -406,15 +407,16 @@ def recipe_tables(out: Path, units: dict[str, str]) -> list[str]:
     return lines
 
 
-POWER_Z = 1.96 + 0.84  # a two-sided 5 % test with 80 % power
+Z_95 = NormalDist().inv_cdf(0.975)  # a 95 % interval's half-width in SDs
+POWER_Z = Z_95 + NormalDist().inv_cdf(0.8)  # a two-sided 5 % test with 80 % power
 
 
 def _detectable(tables: dict[str, list[pd.DataFrame]], accuracies: dict[str, list[float]],
                 reference: str, level: str) -> str:
     """The smallest recipe difference this evaluation detects, with n pretraining seeds a
     side: ``POWER_Z * sqrt(s_p^2 + 2 s_seed^2 / n)``. ``s_p``: the patients' SD of a paired
-    difference between two fixed backbones (the bootstrap interval's width / 3.92, root mean
-    square over every run against random init's first); ``s_seed``: the SD between the seeds
+    difference between two fixed backbones (a 95 % bootstrap interval's width / 3.92, root
+    mean square over every run against random init's first); ``s_seed``: the SD between the seeds
     of one recipe, pooled over the recipes with several. ``s_p`` also holds the part of the
     patients' effect that is particular to the two backbones, which averages out over seeds,
     so the bound for unlimited seeds is an upper one."""
@@ -426,7 +428,7 @@ def _detectable(tables: dict[str, list[pd.DataFrame]], accuracies: dict[str, lis
     spreads = [values for values in accuracies.values() if len(values) > 1]
     if not widths or not spreads:
         return "Detectable difference: needs runs of several seeds and recipes."
-    s_p = float(np.sqrt(np.mean(np.square(widths)))) / (2 * 1.96)
+    s_p = float(np.sqrt(np.mean(np.square(widths)))) / (2 * Z_95)
     s_seed = float(np.sqrt(sum((len(v) - 1) * np.var(v, ddof=1) for v in spreads)
                            / sum(len(v) - 1 for v in spreads)))
     detectable = {n: POWER_Z * np.sqrt(s_p ** 2 + 2 * s_seed ** 2 / n) for n in (1, 3, 10)}

@@ -1,7 +1,8 @@
 """The transfer study of issue 11: pretrain on COVID-BLUES, evaluate on POCUS convex videos of
 other patients with frozen-feature probes (repeated grouped 5-fold CV) and last-block
 fine-tuning, and compare every run with scratch and the prototype's recipe by paired
-bootstrap over patients.
+bootstrap over patients, and every recipe (its runs of several pretraining seeds) with random
+init and the default recipe by a bootstrap over runs and patients.
 
 Resumable: each finished run leaves ``<out>/<run>/summary.json`` (and its predictions) and is
 skipped on a rerun; an interrupted pretraining resumes from its checkpoint. Decoded data and

@@ -10,7 +10,7 @@ checkpoints live in ``--work`` (outside the repository: the datasets' licences f
 
     python benchmarks/transfer_study.py                  # every run below, in order
     python benchmarks/transfer_study.py proto scratch    # some runs
-    python benchmarks/transfer_study.py code@ft-lr0.001  # a fine-tuning variant of a run
+    python benchmarks/transfer_study.py uscl-s1@ft-lr0.001  # a fine-tuning variant of a run
     python benchmarks/transfer_study.py --finetune-repeats 3 scratch uscl-s0
                                    # fine-tuning on fold seeds 0-2 (finished runs: the rest)
     python benchmarks/transfer_study.py --report         # only rewrite <out>/report.md
@@ -109,8 +109,8 @@ FINETUNED = ("scratch", "proto", "code", "paper-pairs", "paper-pairs-scan-area",
 FINETUNE = FinetuneConfig(epochs=15, image_size=SIZE, workers=2)
 # fine-tuning variants of a pretrained run: why last-block fine-tuning can lose to scratch
 VARIANTS: dict[str, tuple[str, FinetuneConfig]] = {
-    "code@ft-lr0.001": ("code", replace(FINETUNE, lr=1e-3)),
-    "code@ft-keep-bn": ("code", replace(FINETUNE, frozen_bn="keep")),
+    "uscl-s1@ft-lr0.001": ("uscl-s1", replace(FINETUNE, lr=1e-3)),
+    "uscl-s1@ft-keep-bn": ("uscl-s1", replace(FINETUNE, frozen_bn="keep")),
     "scratch@ft-lr0.001": ("scratch", replace(FINETUNE, lr=1e-3)),
     "uscl-s0@ft-fp32": ("uscl-s0", replace(FINETUNE, amp=False)),
 }

@@ -232,8 +232,8 @@ def markdown(runs: list[Run], title: str = "Method comparison",
                   "bootstrap interval over patients; **bold** where it excludes 0.", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += [_markdown_row(row, escaped=2) for row in rows]
-    if _has_seeds(runs):
-        header, rows = differences(runs, by_recipe=True)
+    header, rows = differences(runs, by_recipe=True) if _has_seeds(runs) else ([], [])
+    if rows:
         lines += ["", "## Recipes over pretraining seeds (video level, points)", "",
                   _RECIPES_NOTE, "", "| " + " | ".join(header) + " |",
                   "|" + "---|" * len(header)]

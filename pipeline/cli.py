@@ -15,7 +15,7 @@ from pipeline.atomic import write_text
 from pipeline.card import RunCard
 from pipeline.console import console, counts_table, error_line, failures_table
 from pipeline.data.manifest import Manifest, ManifestError, load_manifest, publish
-from pipeline.evaluate.report import Run, html_page, markdown
+from pipeline.evaluate.report import Run, comparison_tables, html_page, markdown
 from pipeline.inspection import (
     contact_sheet,
     dataset_summary,
@@ -165,7 +165,9 @@ def report(runs: Annotated[list[Path], typer.Argument(
     """One comparison table across experiments (Markdown + HTML with figures embedded)."""
     try:
         loaded = [Run.load(folder) for folder in runs]
-        pages = markdown(loaded, title, output.parent), html_page(loaded, title)
+        comparisons = comparison_tables(loaded)
+        pages = (markdown(loaded, title, output.parent, comparisons),
+                 html_page(loaded, title, comparisons))
     except (FileNotFoundError, KeyError, ValueError) as error:
         error_line(str(error))
         raise typer.Exit(2) from error

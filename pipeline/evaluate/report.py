@@ -169,6 +169,7 @@ def _protocol(runs: list[Run]) -> str:
 
 
 REFERENCES = ("scratch", "simclr")  # every run is compared with these methods' runs
+Comparison = tuple[str, str, list[str], list[list[str]]]  # title, note, header, rows
 
 
 def recipes(runs: list[Run]) -> list[list[Run]]:
@@ -218,24 +219,36 @@ def _with_interval(difference: Difference) -> str:
     return f"**{text}**" if difference.supported else text
 
 
-def markdown(runs: list[Run], title: str = "Method comparison",
-             base: Path = Path(".")) -> str:
-    """The report as Markdown; figure links are relative to ``base`` (the report's folder)."""
+def comparison_tables(runs: list[Run]) -> list[Comparison]:
+    """(title, note, header, rows) of each paired-difference table that has rows: every run
+    against the reference runs, and, where some recipe has several pretraining seeds, every
+    recipe against the reference recipes. Computed once per report (each row is a
+    bootstrap), for both pages."""
+    found = [("Paired differences (video level, points)",
+              "Each run minus a scratch or SimCLR run on the same folds; 95 % paired bootstrap "
+              "interval over patients; **bold** where it excludes 0.", *differences(runs))]
+    if any(len(recipe) > 1 for recipe in recipes(runs)):
+        found.append(("Recipes over pretraining seeds (video level, points)",
+                      "Runs whose cards differ only in the seed are one recipe. A recipe's "
+                      "value is the mean over its runs, and the 95 % bootstrap interval "
+                      "resamples its runs as well as the patients, so it covers seed-to-seed "
+                      "variation that an interval between two single runs does not (with two "
+                      "or three runs, roughly); **bold** where it excludes 0.",
+                      *differences(runs, by_recipe=True)))
+    return [entry for entry in found if entry[3]]
+
+
+def markdown(runs: list[Run], title: str = "Method comparison", base: Path = Path("."),
+             comparisons: list[Comparison] | None = None) -> str:
+    """The report as Markdown; figure links are relative to ``base`` (the report's folder).
+    ``comparisons``: :func:`comparison_tables` of ``runs``, when already computed."""
     header, rows = table(runs)
     lines = [f"# {markdown_text(title)}", "", _protocol(runs), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += [_markdown_row(row) for row in rows]
-    header, rows = differences(runs)
-    if rows:
-        lines += ["", "## Paired differences (video level, points)", "",
-                  "Each run minus a scratch or SimCLR run on the same folds; 95 % paired "
-                  "bootstrap interval over patients; **bold** where it excludes 0.", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += [_markdown_row(row, escaped=2) for row in rows]
-    header, rows = differences(runs, by_recipe=True) if _has_seeds(runs) else ([], [])
-    if rows:
-        lines += ["", "## Recipes over pretraining seeds (video level, points)", "",
-                  _RECIPES_NOTE, "", "| " + " | ".join(header) + " |",
+    for heading, note, header, rows in (comparison_tables(runs) if comparisons is None
+                                        else comparisons):
+        lines += ["", f"## {heading}", "", note, "", "| " + " | ".join(header) + " |",
                   "|" + "---|" * len(header)]
         lines += [_markdown_row(row, escaped=2) for row in rows]
     for task, header, rows in task_tables(runs):
@@ -251,26 +264,16 @@ def markdown(runs: list[Run], title: str = "Method comparison",
     return "\n".join(lines) + "\n"
 
 
-_RECIPES_NOTE = ("Runs whose cards differ only in the seed are one recipe. A recipe's value "
-                 "is the mean over its runs, and the 95 % bootstrap interval resamples its "
-                 "runs as well as the patients, so it covers seed-to-seed variation that an "
-                 "interval between two single runs does not (with two or three runs, "
-                 "roughly); **bold** where it excludes 0.")
-
-
-def _has_seeds(runs: list[Run]) -> bool:
-    """Whether some recipe has more than one run (pretraining seed)."""
-    return any(len(recipe) > 1 for recipe in recipes(runs))
-
-
 def _markdown_row(row: list[str], escaped: int = 3) -> str:
     """A table row whose first ``escaped`` cells are user text (names, titles)."""
     cells = [markdown_text(cell) for cell in row[:escaped]] + row[escaped:]
     return "| " + " | ".join(cells) + " |"
 
 
-def html_page(runs: list[Run], title: str = "Method comparison") -> str:
-    """The report as one self-contained HTML page (figures embedded as data URIs)."""
+def html_page(runs: list[Run], title: str = "Method comparison",
+              comparisons: list[Comparison] | None = None) -> str:
+    """The report as one self-contained HTML page (figures embedded as data URIs);
+    ``comparisons`` as for :func:`markdown`."""
     header, rows = table(runs)
     cells = "".join(f"<th>{html.escape(name)}</th>" for name in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row)
@@ -287,7 +290,8 @@ def html_page(runs: list[Run], title: str = "Method comparison") -> str:
             "collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
             "img{height:300px;margin:4px}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><p>{html.escape(_protocol(runs))}</p>"
-            f"<table><tr>{cells}</tr>{body}</table>{_html_differences(runs)}"
+            f"<table><tr>{cells}</tr>{body}</table>"
+            f"{_html_differences(comparison_tables(runs) if comparisons is None else comparisons)}"
             f"{_html_tasks(runs)}{''.join(figures)}</body></html>\n")
 
 
@@ -302,18 +306,12 @@ def _html_tasks(runs: list[Run]) -> str:
     return "".join(parts)
 
 
-def _html_differences(runs: list[Run]) -> str:
-    tables = [("Paired differences (video level, points; 95 % bootstrap CI over patients)",
-               "", differences(runs))]
-    if _has_seeds(runs):
-        tables.append(("Recipes over pretraining seeds (video level, points)",
-                       f"<p>{html.escape(_RECIPES_NOTE.replace('**', ''))}</p>",
-                       differences(runs, by_recipe=True)))
+def _html_differences(comparisons: list[Comparison]) -> str:
     parts = []
-    for title, note, (header, rows) in tables:
-        if rows:
-            cells = "".join(f"<th>{html.escape(name)}</th>" for name in header)
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(cell.strip('*'))}</td>"
-                                            for cell in row) + "</tr>" for row in rows)
-            parts.append(f"<h2>{title}</h2>{note}<table><tr>{cells}</tr>{body}</table>")
+    for title, note, header, rows in comparisons:
+        cells = "".join(f"<th>{html.escape(name)}</th>" for name in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(cell.strip('*'))}</td>"
+                                        for cell in row) + "</tr>" for row in rows)
+        parts.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(note.replace('**', ''))}"
+                     f"</p><table><tr>{cells}</tr>{body}</table>")
     return "".join(parts)

@@ -198,10 +198,10 @@ def compare_command(
     try:
         loaded = [[load_predictions(run, protocol) for run in side] for side in sides]
         classes = loaded[0][0][1]
-        for run, (_, other) in zip([run for side in sides for run in side],
-                                   [item for side in loaded for item in side], strict=True):
-            if other != classes:
-                raise ValueError(f"{run}: classes {other}, not {classes}")
+        for side, found in zip(sides, loaded, strict=True):
+            for run, (_, other) in zip(side, found, strict=True):
+                if other != classes:
+                    raise ValueError(f"{run}: classes {other}, not {classes}")
         a, b = ([table for table, _ in side] for side in loaded)
         differences = compare(a, b, classes, level, resamples, seed)
     except (FileNotFoundError, ValueError) as error:

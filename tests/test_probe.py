@@ -160,6 +160,14 @@ def test_compare_command_reads_two_probe_outputs_and_names_a_wrong_folder(tmp_pa
     assert accuracy["a"] == pytest.approx(0.5) and accuracy["difference"] == pytest.approx(1 / 6)
     missing = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b")])
     assert missing.exit_code == 2 and "no curves.csv" in " ".join(missing.output.split())
+    (tmp_path / "other").mkdir()  # a run of another task: classes x and z
+    _run([True] * 12).rename(columns={"p_y": "p_z"}).assign(protocol="linear").to_parquet(
+        tmp_path / "other" / "predictions.parquet")
+    mixed = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"),
+                                     "--also-b", str(tmp_path / "other"), "--protocol",
+                                     "linear"])
+    assert mixed.exit_code == 2
+    assert "other: classes ['x', 'z'], not ['x', 'y']" in " ".join(mixed.output.split())
 
 
 def test_repeated_cross_validations_are_kept_apart():

@@ -377,10 +377,12 @@ def recipe_tables(out: Path, units: dict[str, str]) -> list[str]:
              "recipe means, 95 % interval of a bootstrap that resamples the runs of each "
              "side as well as the patients (coarse with two or three runs a side).", ""]
     for protocol in ("linear", "knn", "finetune"):
-        tables = {recipe: [_predictions(out, name, protocol, units) for name in names]
-                  for recipe, names in present.items()}
-        tables = {recipe: [t for t in found if t is not None] for recipe, found in tables.items()}
-        tables = {recipe: found for recipe, found in tables.items() if found}
+        tables = {}
+        for recipe, names in present.items():
+            found = [table for table in (_predictions(out, name, protocol, units)
+                                         for name in names) if table is not None]
+            if found:
+                tables[recipe] = found
         if reference not in tables:
             continue
         common = set.intersection(*(set(t["repeat"]) for found in tables.values()

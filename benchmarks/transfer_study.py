@@ -93,6 +93,8 @@ RUNS.update({f"{method}-s{seed}": (replace(SIMCLR_STUDY if method == "simclr" el
 RUNS.update({f"{method}-s2": (replace(STUDY, method=method, seed=2), "all")
              for method in ("uscl", "scratch")})
 RUNS["proto-seed2"] = (replace(PROTO, seed=2), "all")
+# does three times the pretraining widen the default's gain over random init?
+RUNS["uscl-300ep-s0"] = (replace(STUDY, method="uscl", epochs=300, seed=0), "all")
 # issue 11 §0: bf16 autocast + channels_last against fp32, same seeds (paired with uscl-s0)
 RUNS["uscl-s0-fp32"] = (replace(STUDY, method="uscl", seed=0, amp=False), "all")
 # recipes over pretraining seeds: a recipe's runs differ only in the seed

@@ -12,7 +12,12 @@ from ``--work/runs/<run>`` (pretrained there first if missing). Probes, on the s
   convergence);
 * ``linear-sklearn-default``: ``sklearn.linear_model.LogisticRegression()`` on the raw
   features, as a one-off script calls it (lbfgs, 100 iterations, C = 1);
-* ``knn``: the product's (cosine, k = 20, temperature 0.07).
+* ``knn``: the product's (cosine, k = 20, temperature 0.07);
+* ``linear C=<c>``, with ``--c-grid``: the product's linear probe at other L2 strengths (is
+  its verdict an artefact of ``probe.c``?).
+
+    python benchmarks/probe_baselines.py uscl-s1 scratch-s1 --c-grid 1e-4 1e-3 1e-2 0.1 \
+        --json docs/probe_c_grid.json
 """
 
 from __future__ import annotations
@@ -60,7 +65,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path,
                         default=Path(__file__).resolve().parents[2] / "uspipe-study")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--c-grid", type=float, nargs="+", default=[], metavar="C",
+                        help="also the linear probe at these inverse L2 strengths")
     arguments = parser.parse_args()
+    probes = {**PROBES, **{f"linear C={c:g}": probe_functions(ProbeConfig(c=c))["linear"]
+                           for c in arguments.c_grid}}
     downstream = load_manifest(prepared(arguments.work)[1])
     assignments = [split_table(downstream.videos, 0.2, seed, folds=5) for seed in FOLD_SEEDS]
     videos = select_videos(downstream.videos, assignments[0], FINETUNE)
@@ -73,7 +82,7 @@ def main() -> None:
                        "feature_std_median": float(np.median(features.std(0))),
                        "feature_norm_median": float(np.median(np.linalg.norm(features, axis=1)))}
         predictions[name] = repeated_probes(features, frames, downstream.videos, assignments,
-                                            FINETUNE, PROBES)
+                                            FINETUNE, probes)
     rows = []
     for name, table in predictions.items():
         for probe, rows_of_probe in table.groupby("protocol", sort=False):

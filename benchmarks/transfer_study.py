@@ -97,6 +97,8 @@ RUNS["proto-seed2"] = (replace(PROTO, seed=2), "all")
 RUNS["uscl-300ep-s0"] = (replace(STUDY, method="uscl", epochs=300, seed=0), "all")
 # issue 11 §0: bf16 autocast + channels_last against fp32, same seeds (paired with uscl-s0)
 RUNS["uscl-s0-fp32"] = (replace(STUDY, method="uscl", seed=0, amp=False), "all")
+# runs that change one thing of another run, compared with it in the report
+VARIED_FROM = {"uscl-300ep-s0": "uscl-s0", "uscl-s0-fp32": "uscl-s0"}
 # recipes over pretraining seeds: a recipe's runs differ only in the seed
 RECIPES: dict[str, tuple[str, ...]] = {
     "random init": ("scratch", "scratch-s1", "scratch-s2"),
@@ -351,9 +353,9 @@ def report(out: Path, work: Path) -> str:
 
 def references(name: str) -> tuple[str, str]:
     """What a run is compared with: scratch and the prototype's recipe; a study run with the
-    scratch and SimCLR runs of its own pretraining seed; a fine-tuning variant or an fp32
-    run with scratch and the run it varies."""
-    base = VARIANTS[name][0] if name in VARIANTS else name.removesuffix("-fp32")
+    scratch and SimCLR runs of its own pretraining seed; a fine-tuning variant or a run of
+    ``VARIED_FROM`` with scratch and the run it varies."""
+    base = VARIANTS[name][0] if name in VARIANTS else VARIED_FROM.get(name, name)
     if base != name:
         return "scratch", base
     if name[-3:-1] == "-s":

@@ -97,8 +97,16 @@ RUNS["proto-seed2"] = (replace(PROTO, seed=2), "all")
 RUNS["uscl-300ep-s0"] = (replace(STUDY, method="uscl", epochs=300, seed=0), "all")
 # issue 11 §0: bf16 autocast + channels_last against fp32, same seeds (paired with uscl-s0)
 RUNS["uscl-s0-fp32"] = (replace(STUDY, method="uscl", seed=0, amp=False), "all")
-# runs that change one thing of another run, compared with it in the report
-VARIED_FROM = {"uscl-300ep-s0": "uscl-s0", "uscl-s0-fp32": "uscl-s0"}
+# the papers' resolution: pretraining, probes and fine-tuning on frames of short side 224
+# (scratch-224px: scratch's random initialisation, evaluated at 224 px)
+RUNS["scratch-224px"] = (replace(STUDY, method="scratch", image_size=224), "all")
+RUNS["uscl-224px-s0"] = (replace(STUDY, method="uscl", image_size=224, seed=0), "all")
+# runs that change one thing of others: the report compares them with (random init, the run
+# they vary) instead of (scratch, proto)
+COMPARED_WITH = {"uscl-300ep-s0": ("scratch", "uscl-s0"),
+                 "uscl-s0-fp32": ("scratch", "uscl-s0"),
+                 "scratch-224px": ("scratch", "scratch-224px"),
+                 "uscl-224px-s0": ("scratch-224px", "uscl-s0")}
 # recipes over pretraining seeds: a recipe's runs differ only in the seed
 RECIPES: dict[str, tuple[str, ...]] = {
     "random init": ("scratch", "scratch-s1", "scratch-s2"),
@@ -108,7 +116,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
        for method in STUDY_METHODS if method not in ("uscl", "scratch")},
 }
 FINETUNED = ("scratch", "proto", "code", "paper-pairs", "paper-pairs-scan-area", *ABLATION,
-             "proto-seed2",
+             "proto-seed2", "scratch-224px",
              *(name for name in RUNS if name[-3:-1] == "-s"))
 FINETUNE = FinetuneConfig(epochs=15, image_size=SIZE, workers=2)
 # fine-tuning variants of a pretrained run: why last-block fine-tuning can lose to scratch
@@ -120,18 +128,26 @@ VARIANTS: dict[str, tuple[str, FinetuneConfig]] = {
 }
 
 
-def prepared(work: Path, scan_area: str = "off") -> tuple[Path, Path]:
-    """COVID-BLUES (at most 30 frames a clip) and POCUS decoded at 3 fps, short side 112
-    (with ``decode.scan_area``, into their own folders)."""
-    suffix = "" if scan_area == "off" else f"-{scan_area}"
+def prepared(work: Path, scan_area: str = "off", size: int = SIZE) -> tuple[Path, Path]:
+    """COVID-BLUES (at most 30 frames a clip) and POCUS decoded at 3 fps, short side ``size``
+    (another size or a ``decode.scan_area``: into their own folders)."""
+    suffix = ("" if scan_area == "off" else f"-{scan_area}") + \
+        ("" if size == SIZE else f"-{size}px")
     corpus, downstream = work / f"covid-blues{suffix}", work / f"pocus{suffix}"
     for source, out, config in (
             (SHARED / "covid-blues", corpus,
-             DecodeConfig(max_frames=30, short_side=SIZE, scan_area=scan_area)),
-            (SHARED / "pocus", downstream, DecodeConfig(short_side=SIZE, scan_area=scan_area))):
+             DecodeConfig(max_frames=30, short_side=size, scan_area=scan_area)),
+            (SHARED / "pocus", downstream, DecodeConfig(short_side=size, scan_area=scan_area))):
         if not (out / "videos.parquet").is_file():
             ingest(source / "videos", source / "labels.csv", out, config)
     return corpus, downstream
+
+
+def downstream_of(name: str, work: Path) -> tuple[Path, FinetuneConfig]:
+    """A run's decoded POCUS folder and its fine-tuning config, at its pretraining size."""
+    size = RUNS[name][0].image_size
+    return (prepared(work, SCAN_AREA.get(name, "off"), size)[1],
+            replace(FINETUNE, image_size=size))
 
 
 def run_variant(name: str, work: Path, out: Path, repeats: int = 1) -> None:
@@ -209,7 +225,7 @@ def pretrained(name: str, work: Path) -> tuple[RunCard, Path, float | None]:
         card = RunCard.load(folder / "card.json")
         if card.params == asdict(config.resolved()):
             return card, folder / "backbone.pt", None
-    corpus = load_manifest(prepared(work, SCAN_AREA.get(name, "off"))[0])
+    corpus = load_manifest(prepared(work, SCAN_AREA.get(name, "off"), config.image_size)[0])
     split = split_table(corpus.videos, 0.2, 0)
     ok = corpus.videos[corpus.videos["status"] == "ok"]
     train = ok if clips == "all" else ok[ok["video_id"].isin(
@@ -231,17 +247,17 @@ def run(name: str, work: Path, out: Path, repeats: int = 1) -> None:
             print(f"{name}: done already")
         return
     card, backbone, pretrain_s = pretrained(name, work)
-    _, downstream_dir = prepared(work, SCAN_AREA.get(name, "off"))
+    downstream_dir, finetune = downstream_of(name, work)
     folder.mkdir(parents=True, exist_ok=True)
     card.save(folder / "card.json")
 
     downstream = load_manifest(downstream_dir)
     started = time.perf_counter()
     assignments = [split_table(downstream.videos, 0.2, seed, folds=5) for seed in FOLD_SEEDS]
-    videos = select_videos(downstream.videos, assignments[0], FINETUNE)
+    videos = select_videos(downstream.videos, assignments[0], finetune)
     features, frames = frame_features(downstream, videos["video_id"].tolist(), card.backbone,
-                                      backbone, card.normalisation, SIZE)
-    probe = repeated_probes(features, frames, downstream.videos, assignments, FINETUNE,
+                                      backbone, card.normalisation, finetune.image_size)
+    probe = repeated_probes(features, frames, downstream.videos, assignments, finetune,
                             probe_functions(ProbeConfig()))
     probe_s = time.perf_counter() - started
     with atomic_path(folder / "probe.parquet") as temporary:
@@ -254,7 +270,7 @@ def run(name: str, work: Path, out: Path, repeats: int = 1) -> None:
         summary["metrics"][protocol] = level_scores(table, CLASSES, "regular")
     if name in FINETUNED and repeats:
         summary["metrics"]["finetune"], summary["finetune_s"] = finetuned(
-            downstream, card, backbone, FINETUNE, folder, repeats)
+            downstream, card, backbone, finetune, folder, repeats)
     write_json(folder / "summary.json", summary)
     accuracy = {protocol: round(metrics["video"]["pooled"]["accuracy"], 3)
                 for protocol, metrics in summary["metrics"].items()}
@@ -266,9 +282,9 @@ def more_finetuning(name: str, work: Path, out: Path, repeats: int) -> None:
     cover every repeat."""
     folder = out / name
     summary = json.loads((folder / "summary.json").read_text())
-    _, downstream_dir = prepared(work, SCAN_AREA.get(name, "off"))
+    downstream_dir, finetune = downstream_of(name, work)
     card, backbone, _ = pretrained(name, work)  # pretrained again if ``work`` lost it
-    metrics, seconds = finetuned(load_manifest(downstream_dir), card, backbone, FINETUNE, folder,
+    metrics, seconds = finetuned(load_manifest(downstream_dir), card, backbone, finetune, folder,
                                  repeats)
     summary["metrics"]["finetune"] = metrics
     summary["finetune_s"] = summary.get("finetune_s", 0) + seconds
@@ -353,11 +369,12 @@ def report(out: Path, work: Path) -> str:
 
 def references(name: str) -> tuple[str, str]:
     """What a run is compared with: scratch and the prototype's recipe; a study run with the
-    scratch and SimCLR runs of its own pretraining seed; a fine-tuning variant or a run of
-    ``VARIED_FROM`` with scratch and the run it varies."""
-    base = VARIANTS[name][0] if name in VARIANTS else VARIED_FROM.get(name, name)
-    if base != name:
-        return "scratch", base
+    scratch and SimCLR runs of its own pretraining seed; a fine-tuning variant with scratch
+    and the run it varies; a run of ``COMPARED_WITH`` as it says."""
+    if name in VARIANTS:
+        return "scratch", VARIANTS[name][0]
+    if name in COMPARED_WITH:
+        return COMPARED_WITH[name]
     if name[-3:-1] == "-s":
         seed = name[-1]
         return ("scratch" if seed == "0" else f"scratch-s{seed}"), f"simclr-s{seed}"

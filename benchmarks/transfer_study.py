@@ -102,7 +102,7 @@ RUNS["uscl-s0-fp32"] = (replace(STUDY, method="uscl", seed=0, amp=False), "all")
 RUNS["scratch-224px"] = (replace(STUDY, method="scratch", image_size=224), "all")
 RUNS["uscl-224px-s0"] = (replace(STUDY, method="uscl", image_size=224, seed=0), "all")
 # runs that change one thing of others: the report compares them with (random init, the run
-# they vary) instead of (scratch, proto)
+# they vary) instead of (scratch, proto); scratch-224px varies scratch, its only reference
 COMPARED_WITH = {"uscl-300ep-s0": ("scratch", "uscl-s0"),
                  "uscl-s0-fp32": ("scratch", "uscl-s0"),
                  "scratch-224px": ("scratch", "scratch-224px"),

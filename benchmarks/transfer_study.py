@@ -143,11 +143,14 @@ def prepared(work: Path, scan_area: str = "off", size: int = SIZE) -> tuple[Path
     return corpus, downstream
 
 
+def prepared_for(name: str, work: Path) -> tuple[Path, Path]:
+    """:func:`prepared` at a run's pretraining size and scan-area setting."""
+    return prepared(work, SCAN_AREA.get(name, "off"), RUNS[name][0].image_size)
+
+
 def downstream_of(name: str, work: Path) -> tuple[Path, FinetuneConfig]:
     """A run's decoded POCUS folder and its fine-tuning config, at its pretraining size."""
-    size = RUNS[name][0].image_size
-    return (prepared(work, SCAN_AREA.get(name, "off"), size)[1],
-            replace(FINETUNE, image_size=size))
+    return prepared_for(name, work)[1], replace(FINETUNE, image_size=RUNS[name][0].image_size)
 
 
 def run_variant(name: str, work: Path, out: Path, repeats: int = 1) -> None:
@@ -161,7 +164,7 @@ def run_variant(name: str, work: Path, out: Path, repeats: int = 1) -> None:
     if not (out / base / "summary.json").is_file():
         run(base, work, out)
     card, backbone, _ = pretrained(base, work)
-    _, downstream_dir = prepared(work)
+    downstream_dir = prepared_for(base, work)[1]
     folder.mkdir(parents=True, exist_ok=True)
     earlier = json.loads(summary.read_text())["finetune_s"] if summary.is_file() else 0
     metrics, seconds = finetuned(load_manifest(downstream_dir), card, backbone, finetune, folder,
@@ -225,7 +228,7 @@ def pretrained(name: str, work: Path) -> tuple[RunCard, Path, float | None]:
         card = RunCard.load(folder / "card.json")
         if card.params == asdict(config.resolved()):
             return card, folder / "backbone.pt", None
-    corpus = load_manifest(prepared(work, SCAN_AREA.get(name, "off"), config.image_size)[0])
+    corpus = load_manifest(prepared_for(name, work)[0])
     split = split_table(corpus.videos, 0.2, 0)
     ok = corpus.videos[corpus.videos["status"] == "ok"]
     train = ok if clips == "all" else ok[ok["video_id"].isin(

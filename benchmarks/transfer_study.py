@@ -98,15 +98,20 @@ RUNS["uscl-300ep-s0"] = (replace(STUDY, method="uscl", epochs=300, seed=0), "all
 # issue 11 §0: bf16 autocast + channels_last against fp32, same seeds (paired with uscl-s0)
 RUNS["uscl-s0-fp32"] = (replace(STUDY, method="uscl", seed=0, amp=False), "all")
 # the papers' resolution: pretraining, probes and fine-tuning on frames of short side 224
-# (scratch-224px: scratch's random initialisation, evaluated at 224 px)
+# (scratch-224px, scratch-224px-s1: the random initialisations of scratch and scratch-s1,
+# evaluated at 224 px)
 RUNS["scratch-224px"] = (replace(STUDY, method="scratch", image_size=224), "all")
-RUNS["uscl-224px-s0"] = (replace(STUDY, method="uscl", image_size=224, seed=0), "all")
+RUNS["scratch-224px-s1"] = (replace(STUDY, method="scratch", image_size=224, seed=1), "all")
+RUNS.update({f"uscl-224px-s{seed}": (replace(STUDY, method="uscl", image_size=224, seed=seed),
+                                     "all") for seed in (0, 1)})
 # runs that change one thing of others: the report compares them with (random init, the run
 # they vary) instead of (scratch, proto); scratch-224px varies scratch, its only reference
 COMPARED_WITH = {"uscl-300ep-s0": ("scratch", "uscl-s0"),
                  "uscl-s0-fp32": ("scratch", "uscl-s0"),
                  "scratch-224px": ("scratch", "scratch-224px"),
-                 "uscl-224px-s0": ("scratch-224px", "uscl-s0")}
+                 "scratch-224px-s1": ("scratch-s1", "scratch-224px"),
+                 "uscl-224px-s0": ("scratch-224px", "uscl-s0"),
+                 "uscl-224px-s1": ("scratch-224px-s1", "uscl-s1")}
 # recipes over pretraining seeds: a recipe's runs differ only in the seed
 RECIPES: dict[str, tuple[str, ...]] = {
     "random init": ("scratch", "scratch-s1", "scratch-s2"),
@@ -114,6 +119,11 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "the prototype's recipe": ("proto", "proto-seed1", "proto-seed2"),
     **{method: tuple(f"{method}-s{seed}" for seed in STUDY_SEEDS)
        for method in STUDY_METHODS if method not in ("uscl", "scratch")},
+}
+# the same comparison at the papers' resolution (each recipe against its own first and second)
+RECIPES_224PX: dict[str, tuple[str, ...]] = {
+    "random init, 224 px": ("scratch-224px", "scratch-224px-s1"),
+    "uscl, code preset (the default), 224 px": ("uscl-224px-s0", "uscl-224px-s1"),
 }
 FINETUNED = ("scratch", "proto", "code", "paper-pairs", "paper-pairs-scan-area", *ABLATION,
              "proto-seed2", "scratch-224px",
@@ -335,7 +345,8 @@ def report(out: Path, work: Path) -> str:
              "paired bootstrap over patients (2000 resamples, 95 % percentile CI) on the fold "
              "seeds both runs have (named when fewer than 3); **bold** where the CI excludes "
              "0.", ""]
-    lines += recipe_tables(out, units)
+    lines += recipe_tables(out, units, RECIPES)
+    lines += recipe_tables(out, units, RECIPES_224PX, " at 224 px")
     for protocol in ("linear", "knn", "finetune"):
         for level in ("video", "frame"):
             rows = [n for n in names if protocol in summaries[n]["metrics"]]
@@ -384,18 +395,19 @@ def references(name: str) -> tuple[str, str]:
     return "scratch", "proto"
 
 
-def recipe_tables(out: Path, units: dict[str, str]) -> list[str]:
+def recipe_tables(out: Path, units: dict[str, str], recipes: dict[str, tuple[str, ...]],
+                  title: str = "") -> list[str]:
     """Report lines: each recipe's mean accuracy over its finished runs (pretraining seeds)
-    and its difference to random init and to the default recipe, over runs and patients
-    (the two-level bootstrap of ``uspipe compare --also-a``). Fine-tuning on the fold seeds
-    every run shown has."""
+    and its difference to the first recipe (random init) and the second (the default), over
+    runs and patients (the two-level bootstrap of ``uspipe compare --also-a``). Fine-tuning
+    on the fold seeds every run shown has."""
     present = {recipe: [name for name in names if (out / name / "summary.json").is_file()]
-               for recipe, names in RECIPES.items()}
+               for recipe, names in recipes.items()}
     present = {recipe: names for recipe, names in present.items() if names}
     if not present:
         return []
-    reference, default = list(RECIPES)[:2]
-    lines = ["## Recipes over pretraining seeds", "",
+    reference, default = list(recipes)[:2]
+    lines = [f"## Recipes over pretraining seeds{title}", "",
              "A recipe's runs differ only in the pretraining seed. Accuracy: the mean over its "
              "runs ± their standard deviation (the seed-to-seed spread). Differences: "
              "recipe means, 95 % interval of a bootstrap that resamples the runs of each "

@@ -105,7 +105,8 @@ RUNS["scratch-224px-s1"] = (replace(STUDY, method="scratch", image_size=224, see
 RUNS.update({f"uscl-224px-s{seed}": (replace(STUDY, method="uscl", image_size=224, seed=seed),
                                      "all") for seed in (0, 1)})
 # runs that change one thing of others: the report compares them with (random init, the run
-# they vary) instead of (scratch, proto); scratch-224px varies scratch, its only reference
+# they vary) instead of (scratch, proto); scratch-224px varies scratch, its only reference;
+# scratch-224px-s1 varies scratch-s1 and is set beside the other initialisation at 224 px
 COMPARED_WITH = {"uscl-300ep-s0": ("scratch", "uscl-s0"),
                  "uscl-s0-fp32": ("scratch", "uscl-s0"),
                  "scratch-224px": ("scratch", "scratch-224px"),

@@ -159,9 +159,10 @@ def prepared_for(name: str, work: Path) -> tuple[Path, Path]:
     return prepared(work, SCAN_AREA.get(name, "off"), RUNS[name][0].image_size)
 
 
-def downstream_of(name: str, work: Path) -> tuple[Path, FinetuneConfig]:
-    """A run's decoded POCUS folder and its fine-tuning config, at its pretraining size."""
-    return prepared_for(name, work)[1], replace(FINETUNE, image_size=RUNS[name][0].image_size)
+def downstream_of(name: str, work: Path, finetune: FinetuneConfig = FINETUNE
+                  ) -> tuple[Path, FinetuneConfig]:
+    """A run's decoded POCUS folder and a fine-tuning config at its pretraining size."""
+    return prepared_for(name, work)[1], replace(finetune, image_size=RUNS[name][0].image_size)
 
 
 def run_variant(name: str, work: Path, out: Path, repeats: int = 1) -> None:
@@ -175,7 +176,7 @@ def run_variant(name: str, work: Path, out: Path, repeats: int = 1) -> None:
     if not (out / base / "summary.json").is_file():
         run(base, work, out)
     card, backbone, _ = pretrained(base, work)
-    downstream_dir = prepared_for(base, work)[1]
+    downstream_dir, finetune = downstream_of(base, work, finetune)
     folder.mkdir(parents=True, exist_ok=True)
     earlier = json.loads(summary.read_text())["finetune_s"] if summary.is_file() else 0
     metrics, seconds = finetuned(load_manifest(downstream_dir), card, backbone, finetune, folder,
